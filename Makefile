@@ -1,0 +1,31 @@
+# muq-xcodec: the two set-up commands are `make demo` and `make test` (see README.md).
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: venv test test-fast demo benchmark lint clean
+
+# The environment: a venv with the pinned dependencies and the project installed in editable mode.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## Full test suite (what CI runs): unit tests plus the slow Ray / MLflow / S3 integration tests.
+test: venv
+	$(PY) -m pytest -q
+
+## Unit tests only (skips the slow integration tests).
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check codec pipelines jobs tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo
