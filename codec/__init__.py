@@ -1,0 +1,31 @@
+"""muq-xcodec: a semantic music codec (X-Codec 1.0 recipe with a frozen MuQ teacher).
+
+>>> from codec import Codec
+>>> codec = Codec.from_pretrained("tiny")            # or a checkpoint dir, models:/NAME@ALIAS, runs:/...
+>>> codes = codec.encode(audio, sample_rate=44100)   # int16 [B, n_q, T] at 25 frames/s
+>>> audio_24k = codec.decode(codes)                  # [B, 1, T * 960] at 24 kHz
+
+Importing the package is cheap: muq, transformers, mlflow and omegaconf are imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Codec", "load_codec_config"]
+
+if TYPE_CHECKING:
+    from codec.config import load_codec_config
+    from codec.inference import Codec
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Codec":
+        from codec.inference import Codec
+
+        return Codec
+    if name == "load_codec_config":
+        from codec.config import load_codec_config
+
+        return load_codec_config
+    raise AttributeError(f"module 'codec' has no attribute {name!r}")
