@@ -110,6 +110,8 @@ class DiscriminatorConfig:
     fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512])
     bands: list[list[float]] = field(
         default_factory=lambda: [[0.0, 0.1], [0.1, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]])
+    period_channels: int = 32
+    stft_channels: int = 32
 
 
 @dataclass
@@ -260,6 +262,8 @@ def validate_codec_config(cfg: DictConfig) -> None:
     _check(0 < o.gamma <= 1, "optim.gamma", f"must be in (0, 1], got {o.gamma}")
     _check(o.grad_clip is None or o.grad_clip > 0, "optim.grad_clip", f"must be > 0 or null, got {o.grad_clip}")
     d = cfg.discriminator
+    for key in ("period_channels", "stft_channels"):
+        _check(d[key] > 0, f"discriminator.{key}", f"must be positive, got {d[key]}")
     _check(all(p > 0 for p in d.periods), "discriminator.periods", f"must be positive, got {list(d.periods)}")
     _check(all(n > 0 for n in d.fft_sizes), "discriminator.fft_sizes", f"must be positive, got {list(d.fft_sizes)}")
     _check(all(len(b) == 2 and 0 <= b[0] < b[1] <= 1 for b in d.bands), "discriminator.bands",

@@ -1,0 +1,309 @@
+"""``Codec``: the inference API (XCodec generator + frozen MuQ teacher + config).
+
+Encoding is computed on a FIXED ABSOLUTE chunk grid so that codes do not depend on how a track is split
+or batched (MuQ attends globally over its input): chunk ``k`` covers frames ``[k*C, (k+1)*C)`` and is
+computed from the audio span ``[k*C*hop - ctx, (k+1)*C*hop + ctx)`` (zeros outside the track), keeping
+only its centre ``C`` frames. Every chunk has the same shape; ``window_seconds`` only sets how many chunks
+share one forward pass. Decoding uses the same grid with code-frame context on each side.
+
+Input conventions: ``[N]`` mono, ``[C, N]`` one track channels first, ``[B, C, N]`` a batch (optionally
+padded, with ``lengths``), or a list of ``[N]``/``[C, N]`` tracks; numpy or torch, any sample rate
+(resampled to 24 kHz with torchaudio) and any channel count (downmixed by averaging the channels).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from codec.audio import as_track_list, read_audio, resample, to_mono, write_audio
+from codec.builders import build_generator, build_teacher
+from codec.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TEACHER_FILE,
+    is_mlflow_uri,
+    load_weights,
+    resolve_checkpoint_dir,
+    save_weights,
+    write_config,
+)
+from codec.codefile import CodeFile
+from codec.config import config_to_yaml, list_presets, load_codec_config
+
+if TYPE_CHECKING:
+    from codec.model.teacher import MuQTeacher
+    from codec.model.xcodec import XCodec
+
+PRESET_ALIASES = {"debug": "tiny"}
+PAD_CODE = -1  # frames past the end of a shorter track in a batch
+
+
+class Codec(nn.Module):
+    """Semantic music codec for inference.
+
+    Args:
+        generator: the XCodec generator.
+        config: the codec config (``load_codec_config``) the generator was built from.
+        teacher: the frozen MuQ teacher; when None it is built on first :meth:`encode` (decode never needs it).
+        name: model id recorded in code files (preset name, checkpoint dir or MLflow URI).
+        teacher_weights: safetensors file to load into a lazily built teacher (random / imported teachers).
+    """
+
+    def __init__(self, generator: XCodec, config: Any, teacher: MuQTeacher | None = None, name: str = "",
+                 teacher_weights: str | Path | None = None):
+        super().__init__()
+        self.generator = generator.eval()
+        self.teacher = teacher
+        self.config = config
+        self.name = name or str(config.name)
+        self._teacher_weights = None if teacher_weights is None else Path(teacher_weights)
+        self.eval()
+
+    # ----------------------------------------------------------------------------------------- loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = "tiny", overrides: list[str] | dict | None = None,
+                        device: str | torch.device = "cpu") -> Codec:
+        """Load a codec.
+
+        Args:
+            name_or_path: a checkpoint directory (``save_pretrained`` layout); an MLflow URI
+                (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``); or a preset name
+                (``"tiny"``/``"debug"``, ``"muq_xcodec"``) giving seeded random weights.
+            overrides: config overrides, e.g. ``["inference.window_seconds=10"]`` (inference settings only
+                make sense here; geometry must match the weights).
+            device: where to put the model.
+        """
+        name = str(name_or_path)
+        if Path(name).is_dir() or is_mlflow_uri(name):
+            directory = resolve_checkpoint_dir(name)
+            cfg = load_codec_config(directory / CONFIG_FILE, overrides)
+            generator = load_weights(build_generator(cfg), directory / MODEL_FILE)
+            teacher_file = directory / TEACHER_FILE
+            codec = cls(generator, cfg, name=name, teacher_weights=teacher_file if teacher_file.is_file() else None)
+        else:
+            preset = PRESET_ALIASES.get(name, name)
+            if preset not in list_presets():
+                raise FileNotFoundError(f"{name!r} is not a checkpoint directory, an MLflow URI (models:/, runs:/) "
+                                        f"or a preset ({', '.join(sorted([*list_presets(), *PRESET_ALIASES]))})")
+            cfg = load_codec_config(preset, overrides)
+            codec = cls(build_generator(cfg), cfg, name=name)
+        return codec.to(device)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors``, ``config.yaml`` and, unless the teacher is a published model,
+        ``teacher.safetensors``. Returns the directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_weights(self.generator, directory / MODEL_FILE)
+        write_config(directory, config_to_yaml(self.config))
+        if self.config.teacher.source != "pretrained":
+            save_weights(self.get_teacher().muq, directory / TEACHER_FILE)
+        return directory
+
+    def get_teacher(self) -> MuQTeacher:
+        """The frozen teacher, built (and its stored weights loaded) on first use."""
+        if self.teacher is None:
+            teacher = build_teacher(self.config)
+            if self._teacher_weights is not None:
+                load_weights(teacher.muq, self._teacher_weights)
+            self.teacher = teacher.to(self.device)
+        return self.teacher
+
+    def configure(self, **inference: Any) -> Codec:
+        """Change inference settings (``chunk_seconds``, ``context_seconds``, ``window_seconds``, ``mode``),
+        validated like the config. Returns self."""
+        self.config = load_codec_config(self.config, {"inference": inference})
+        return self
+
+    # ------------------------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def sample_rate(self) -> int:
+        """Codec audio rate (Hz)."""
+        return int(self.generator.sample_rate)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per code frame."""
+        return int(self.generator.hop_length)
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second."""
+        return self.sample_rate / self.hop_length
+
+    @property
+    def n_codebooks(self) -> int:
+        """RVQ layers available."""
+        return int(self.generator.n_codebooks)
+
+    @property
+    def codebook_size(self) -> int:
+        return int(self.generator.codebook_size)
+
+    @property
+    def bitrate_per_layer(self) -> float:
+        """Bits per second carried by one RVQ layer (250 for 25 frames/s x 1024 codes)."""
+        return self.frame_rate * math.log2(self.codebook_size)
+
+    @property
+    def bitrates(self) -> list[float]:
+        """Available bitrates in bps (one per number of layers)."""
+        return [k * self.bitrate_per_layer for k in range(1, self.n_codebooks + 1)]
+
+    def num_frames(self, num_samples: int, sample_rate: int | None = None) -> int:
+        """Code frames for a track of ``num_samples`` at ``sample_rate`` (default the codec rate)."""
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            num_samples = math.ceil(num_samples * self.sample_rate / sample_rate)
+        return math.ceil(num_samples / self.hop_length)
+
+    def resolve_n_q(self, n_q: int | None = None, bitrate: float | None = None) -> int:
+        """Number of RVQ layers for ``n_q`` or ``bitrate`` (bps); all layers when both are None.
+
+        Raises:
+            ValueError: out of range, unreachable bitrate, or ``n_q`` and ``bitrate`` disagree.
+        """
+        if bitrate is not None:
+            k = bitrate / self.bitrate_per_layer
+            if abs(k - round(k)) > 1e-9 or not 1 <= round(k) <= self.n_codebooks:
+                valid = ", ".join(f"{b:g}" for b in self.bitrates)
+                raise ValueError(f"bitrate {bitrate:g} bps is not available; valid bitrates (bps): {valid}")
+            if n_q is not None and n_q != round(k):
+                raise ValueError(f"n_q={n_q} and bitrate={bitrate:g} bps ({round(k)} layers) disagree")
+            return int(round(k))
+        if n_q is None:
+            return self.n_codebooks
+        if not 1 <= n_q <= self.n_codebooks:
+            raise ValueError(f"n_q must be in 1..{self.n_codebooks}, got {n_q}")
+        return int(n_q)
+
+    # -------------------------------------------------------------------------------------- windowing
+    def _grid(self) -> tuple[int, int, int]:
+        """(chunk frames C, context frames per side, chunks per forward pass)."""
+        inf = self.config.inference
+        chunk = round(inf.chunk_seconds * self.frame_rate)
+        context = 0 if inf.mode == "reference" else round(inf.context_seconds * self.frame_rate)
+        per_batch = max(1, int(inf.window_seconds // inf.chunk_seconds))
+        return chunk, context, per_batch
+
+    def _window(self, track: Tensor, k: int, chunk: int, context: int) -> Tensor:
+        """Audio [W] of chunk k with context, zero-padded outside ``track`` [N]."""
+        hop = self.hop_length
+        start, stop = (k * chunk - context) * hop, ((k + 1) * chunk + context) * hop
+        piece = track[max(start, 0):min(stop, track.shape[-1])]
+        left = max(0, -start)
+        return nn.functional.pad(piece, (left, (stop - start) - left - piece.shape[-1]))
+
+    # ------------------------------------------------------------------------------------ encode/decode
+    @torch.inference_mode()
+    def encode(self, audio: Tensor | np.ndarray | list, sample_rate: int, n_q: int | None = None,
+               bitrate: float | None = None, lengths: Tensor | np.ndarray | list[int] | None = None) -> Tensor:
+        """Audio -> codes.
+
+        Args:
+            audio: [N], [C, N] (channels first), [B, C, N], or a list of [N]/[C, N] tracks; numpy or torch.
+                Channels are averaged to mono; audio is resampled to 24 kHz.
+            sample_rate: rate of ``audio`` in Hz.
+            n_q: RVQ layers to return (default all).
+            bitrate: alternative to ``n_q`` in bps (multiples of :attr:`bitrate_per_layer`).
+            lengths: valid samples per item of a padded [B, C, N] batch.
+
+        Returns:
+            Tensor: int16 [B, n_q, T] on the CPU, T = ceil(N_24k / hop) of the longest track. Frames past the
+            end of a shorter track hold ``-1``; each track's codes equal encoding it alone.
+        """
+        n_q = self.resolve_n_q(n_q, bitrate)
+        tracks = [resample(to_mono(t), sample_rate, self.sample_rate) for t in as_track_list(audio, lengths)]
+        frames = [self.num_frames(t.shape[-1]) for t in tracks]
+        chunk, context, per_batch = self._grid()
+        codes = torch.full((len(tracks), n_q, max(frames, default=0)), PAD_CODE, dtype=torch.int16)
+        jobs = [(i, k) for i, f in enumerate(frames) for k in range(math.ceil(f / chunk))]
+        teacher = self.get_teacher() if jobs else None
+        for j in range(0, len(jobs), per_batch):
+            batch = jobs[j:j + per_batch]
+            windows = torch.stack([self._window(tracks[i], k, chunk, context) for i, k in batch])
+            windows = windows.to(self.device)[:, None]  # [b, 1, W]
+            semantic = teacher(windows)
+            out = self.generator.encode(windows, semantic, n_q)[:, :n_q, context:context + chunk].cpu()
+            for (i, k), c in zip(batch, out, strict=True):
+                stop = min((k + 1) * chunk, frames[i])
+                codes[i, :, k * chunk:stop] = c[:, :stop - k * chunk].to(torch.int16)
+        return codes
+
+    @torch.inference_mode()
+    def decode(self, codes: Tensor | np.ndarray, n_q: int | None = None) -> Tensor:
+        """Codes -> 24 kHz audio (no teacher needed).
+
+        Args:
+            codes: [B, K, T] or [K, T] integer codes (K <= n_codebooks), numpy or torch.
+            n_q: use only the first ``n_q`` layers (default all of K).
+
+        Returns:
+            Tensor: float32 [B, 1, T * hop_length] on the CPU.
+        """
+        c = torch.as_tensor(np.asarray(codes) if isinstance(codes, np.ndarray) else codes).long()
+        if c.dim() == 2:
+            c = c[None]
+        if c.dim() != 3 or not 1 <= c.shape[1] <= self.n_codebooks:
+            raise ValueError(f"codes must be [B, K, T] with 1 <= K <= {self.n_codebooks}, got {tuple(c.shape)}")
+        if n_q is not None:
+            if not 1 <= n_q <= c.shape[1]:
+                raise ValueError(f"n_q must be in 1..{c.shape[1]}, got {n_q}")
+            c = c[:, :n_q]
+        if c.numel() and (c.min() < 0 or c.max() >= self.codebook_size):
+            raise ValueError(f"codes must be in [0, {self.codebook_size}) (trim batch padding {PAD_CODE} "
+                             f"with num_frames()), got [{int(c.min())}, {int(c.max())}]")
+        chunk, context, _ = self._grid()
+        context = max(context, round(self.config.inference.context_seconds * self.frame_rate))
+        hop, total = self.hop_length, c.shape[-1]
+        pieces = []
+        for k in range(math.ceil(total / chunk)):
+            lo, hi = max(0, k * chunk - context), min(total, (k + 1) * chunk + context)
+            audio = self.generator.decode(c[:, :, lo:hi].to(self.device)).cpu()
+            start = (k * chunk - lo) * hop
+            pieces.append(audio[..., start:start + (min(total, (k + 1) * chunk) - k * chunk) * hop])
+        if not pieces:
+            return torch.zeros(c.shape[0], 1, 0)
+        return torch.cat(pieces, dim=-1).float()
+
+    # ----------------------------------------------------------------------------------------- files
+    def encode_file(self, path: str | Path, n_q: int | None = None, bitrate: float | None = None) -> CodeFile:
+        """Read an audio file (any rate / channels; downmixed to mono) and encode it into a :class:`CodeFile`."""
+        audio, sample_rate = read_audio(path)
+        codes = self.encode(audio, sample_rate, n_q=n_q, bitrate=bitrate)[0]
+        return CodeFile(codes=codes.numpy(), sample_rate=self.sample_rate, frame_rate=self.frame_rate,
+                        codebook_size=self.codebook_size, original_length=int(audio.shape[-1]),
+                        original_sample_rate=sample_rate, original_channels=int(audio.shape[0]), model=self.name)
+
+    def decode_file(self, code_file: CodeFile, sample_rate: int | None = None) -> tuple[Tensor, int]:
+        """Decode a :class:`CodeFile` to mono audio trimmed to the original duration.
+
+        Args:
+            code_file: codes + metadata.
+            sample_rate: output rate (default: the original file's rate).
+
+        Returns:
+            (audio [1, N] float32, sample_rate).
+        """
+        if code_file.codebook_size != self.codebook_size or code_file.n_q > self.n_codebooks:
+            raise ValueError(f"code file ({code_file.n_q} x {code_file.codebook_size} codes from "
+                             f"{code_file.model!r}) does not fit this codec ({self.n_codebooks} x {self.codebook_size})")
+        audio = self.decode(torch.from_numpy(code_file.codes.astype(np.int64)))[0]
+        out_sr = int(sample_rate or code_file.original_sample_rate)
+        audio = resample(audio, self.sample_rate, out_sr)
+        length = math.ceil(code_file.original_length * out_sr / code_file.original_sample_rate)
+        return audio[..., :length], out_sr
+
+    def decode_to_file(self, code_file: CodeFile, path: str | Path, sample_rate: int | None = None) -> Path:
+        """Decode a :class:`CodeFile` and write the audio (format from the suffix). Returns the path."""
+        audio, out_sr = self.decode_file(code_file, sample_rate)
+        return write_audio(path, audio, out_sr)
