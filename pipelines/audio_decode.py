@@ -33,7 +33,7 @@ TRUNCATED = "truncated"  # the stream ends before its header says (only when not
 DUPLICATE_KEY = "duplicate_key"  # a key seen earlier in the same read task
 SKIP_REASONS = (NO_AUDIO, EMPTY, UNDECODABLE, NONFINITE, TOO_SHORT, SILENT, TRUNCATED, DUPLICATE_KEY)
 
-_BLOCK_FRAMES = 1 << 18
+_BLOCK_FRAMES = 1 << 14  # small: a decode error loses the whole block being read
 
 
 @dataclass(frozen=True)

@@ -195,7 +195,7 @@ def read_shards(paths: list[str], cfg: DataConfig):
     s3 = is_s3(paths[0])
     return ray.data.read_webdataset(
         [strip_scheme(p) for p in paths] if s3 else paths,
-        filesystem=pyarrow_filesystem(paths[0], cfg.storage),
+        filesystem=pyarrow_filesystem(paths[0], cfg.storage.resolved()),
         decoder=None, filerename=RenameRepeatedKeys(), num_cpus=cfg.cpu.read_num_cpus)
 
 

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 UNSUPPORTED = "unsupported"  # decodable, but FLAC cannot hold it (more than 8 channels, rate > 655350 Hz)
 REJECTED = "rejected.jsonl"
-_BLOCK = 1 << 18
+_BLOCK = 1 << 14  # small: a decode error loses the whole block being read
 # Integer PCM sources keep their exact bits; lossy or float sources are stored as 24-bit.
 _FLAC_SUBTYPE = {"PCM_S8": ("PCM_16", "int16"), "PCM_U8": ("PCM_16", "int16"), "PCM_16": ("PCM_16", "int16"),
                  "PCM_24": ("PCM_24", "int32")}
@@ -218,8 +218,9 @@ def run_prepare(cfg: PrepareConfig) -> dict[str, Any]:
     import ray
     from tqdm import tqdm
 
-    sources, rejects = list_sources(cfg.inputs, cfg.extensions, cfg.storage)
-    out_fs = filesystem_for(cfg.output, cfg.storage)
+    storage = cfg.storage.resolved()  # on the driver: workers may lack the AWS environment
+    sources, rejects = list_sources(cfg.inputs, cfg.extensions, storage)
+    out_fs = filesystem_for(cfg.output, storage)
     if not is_s3(cfg.output):
         os.makedirs(cfg.output, exist_ok=True)
     writer = ShardWriter(cfg.output, out_fs, cfg.shard_prefix, cfg.max_samples_per_shard, cfg.max_bytes_per_shard)
@@ -228,7 +229,7 @@ def run_prepare(cfg: PrepareConfig) -> dict[str, Any]:
         ctx.execution_options.preserve_order = True  # shards follow the sorted key order: deterministic
         items = [{"uri": s.uri, "relpath": s.relpath, "key": s.key} for s in sources]
         ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // cfg.batch_size, 256)))
-        ds = ds.map_batches(TranscodeStage(cfg.storage), batch_size=cfg.batch_size, batch_format="numpy",
+        ds = ds.map_batches(TranscodeStage(storage), batch_size=cfg.batch_size, batch_format="numpy",
                             num_cpus=cfg.num_cpus)
         uri_of = {s.key: s.uri for s in sources}
         with tqdm(total=len(items), desc="prepare", unit="file", disable=not cfg.progress) as bar:

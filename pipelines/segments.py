@@ -94,11 +94,22 @@ def cut_segments(data: bytes, key: str, spec: SegmentSpec, epoch: int = 0) -> li
     if isinstance(opened, Skip):
         return opened
     f, info = opened
-    with f:
-        return _draw(f, info.frames, info.sample_rate, key, spec, epoch)
+    handle = [f]
+
+    def read(start: int, count: int) -> np.ndarray:
+        window = read_frames(handle[0], start, count)
+        if window.shape[0] < count:  # a decoder error can leave the stream unusable: reopen it
+            handle[0].close()
+            handle[0] = open_audio(data)[0]
+        return window
+
+    try:
+        return _draw(read, info.frames, info.sample_rate, key, spec, epoch)
+    finally:
+        handle[0].close()
 
 
-def _draw(f, frames: int, sr: int, key: str, spec: SegmentSpec, epoch: int) -> list[tuple[int, np.ndarray]] | Skip:
+def _draw(read, frames: int, sr: int, key: str, spec: SegmentSpec, epoch: int) -> list[tuple[int, np.ndarray]] | Skip:
     L, tr = spec.length, spec.sample_rate
     g = math.gcd(sr, tr)
     src_step, tgt_step = sr // g, tr // g  # offsets on this grid map exactly between the two rates
@@ -122,7 +133,7 @@ def _draw(f, frames: int, sr: int, key: str, spec: SegmentSpec, epoch: int) -> l
         s0 = t0 * sr // tr
         a = max(0, s0 - margin)
         b = min(known, s0 + src_len + margin)
-        window = read_frames(f, a, b - a)
+        window = read(a, b - a)
         if window.shape[0] < min(b, s0 + src_len) - a:
             known = a + window.shape[0]  # the stream ends early: redraw inside what decodes
             failures[TRUNCATED] += 1

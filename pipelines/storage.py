@@ -36,6 +36,19 @@ class StorageConfig:
     region: str | None = None
     anon: bool = False
 
+    def resolved(self) -> StorageConfig:
+        """A copy with empty fields filled from the environment of *this* process.
+
+        Resolve on the driver: Ray workers may have been started before the variables were set.
+        """
+        env = os.environ
+        return StorageConfig(
+            endpoint_url=self.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            key=None if self.anon else (self.key or env.get("AWS_ACCESS_KEY_ID")),
+            secret=None if self.anon else (self.secret or env.get("AWS_SECRET_ACCESS_KEY")),
+            region=self.region or env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
+            anon=self.anon)
+
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
         for name in ("key", "secret"):
@@ -67,20 +80,15 @@ def s3_filesystem(storage: StorageConfig | None = None) -> fsspec.AbstractFileSy
     """
     import s3fs
 
-    st = storage or StorageConfig()
-    env = os.environ
-    endpoint = st.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    st = (storage or StorageConfig()).resolved()
     kwargs: dict[str, Any] = {"anon": bool(st.anon)}
-    key = st.key or env.get("AWS_ACCESS_KEY_ID")
-    secret = st.secret or env.get("AWS_SECRET_ACCESS_KEY")
-    if not st.anon and key and secret:
-        kwargs.update(key=key, secret=secret)
+    if st.key and st.secret:
+        kwargs.update(key=st.key, secret=st.secret)
     client_kwargs: dict[str, Any] = {}
-    if endpoint:
-        client_kwargs["endpoint_url"] = endpoint
-    region = st.region or env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION")
-    if region:
-        client_kwargs["region_name"] = region
+    if st.endpoint_url:
+        client_kwargs["endpoint_url"] = st.endpoint_url
+    if st.region:
+        client_kwargs["region_name"] = st.region
     return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True, **kwargs)
 
 
