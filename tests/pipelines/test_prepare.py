@@ -1,0 +1,109 @@
+"""Corpus preparation: keys, deterministic tars, lossless FLAC, and the whole job on a mixed folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import webdataset as wds
+from utils import music_clip, write_audio
+
+from jobs.prepare import main as prepare_main
+from pipelines.audio_decode import EMPTY, UNDECODABLE, decode_sample
+from pipelines.data_config import DataConfigError, load_prepare_config
+from pipelines.prepare import transcode
+from pipelines.shards import sample_key, tar_bytes
+
+
+def test_sample_key_is_stable_unique_and_dot_free():
+    a, b = sample_key("Rock/My Song.v2.mp3"), sample_key("Rock/My_Song_v2.mp3")
+    assert a.startswith("Rock__My_Song_v2_mp3-") and "." not in a and "/" not in a
+    assert a != b and a == sample_key("Rock/My Song.v2.mp3")
+    assert sample_key("x.wav") != sample_key("x.flac")
+    assert len(sample_key("d/" * 200 + "x.wav")) <= 96 + 9
+
+
+def test_tar_bytes_is_reproducible_with_fixed_metadata():
+    members = [("k.flac", b"abc"), ("k.json", b"{}")]
+    assert tar_bytes(members) == tar_bytes(members)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes(members))) as tar:
+        infos = tar.getmembers()
+    assert [i.name for i in infos] == ["k.flac", "k.json"]
+    assert all(i.mtime == 0 and i.uid == 0 and i.gid == 0 and i.uname == "" for i in infos)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24"])
+def test_transcode_integer_pcm_is_bit_exact(tmp_path, subtype):
+    path = write_audio(tmp_path / "a.wav", music_clip(0.5, 44100, 2, seed=3), 44100, subtype=subtype)
+    with open(path, "rb") as f:
+        flac, facts = transcode(f)
+    assert facts["sample_rate"] == 44100 and facts["channels"] == 2 and facts["flac_subtype"] == subtype
+    dtype = "int16" if subtype == "PCM_16" else "int32"
+    np.testing.assert_array_equal(sf.read(io.BytesIO(flac), dtype=dtype)[0], sf.read(path, dtype=dtype)[0])
+
+
+def test_prepare_config_rejects_bad_values():
+    with pytest.raises(DataConfigError, match="inputs"):
+        load_prepare_config({})
+    with pytest.raises(DataConfigError, match="max_samples_per_shard"):
+        load_prepare_config({"inputs": ["x"], "max_samples_per_shard": 0})
+    with pytest.raises(DataConfigError, match="no_such_key"):
+        load_prepare_config({"inputs": ["x"], "no_such_key": 1})
+
+
+# (suffix, rate, channels, soundfile subtype); soundfile here writes mp3 and opus too.
+LAYOUTS = {"a.wav": (24000, 1, "PCM_16"), "sub/b.flac": (44100, 2, "PCM_24"), "sub/deep/c.ogg": (48000, 2, "VORBIS"),
+           "d.mp3": (44100, 2, "MPEG_LAYER_III"), "e.opus": (48000, 1, "OPUS"), "f.flac": (8000, 6, "PCM_16"),
+           "g.wav": (96000, 1, "FLOAT")}
+
+
+def write_mixed_folder(root) -> dict[str, tuple[int, int, int]]:
+    """Good files of every format (path -> (rate, channels, frames)) plus a corrupt, an empty and a text file."""
+    expected = {}
+    for i, (rel, (sr, ch, subtype)) in enumerate(LAYOUTS.items()):
+        fmt = {"ogg": "OGG", "opus": "OGG", "mp3": "MP3"}.get(rel.rsplit(".", 1)[-1])
+        path = write_audio(root / rel, music_clip(1.0 + 0.25 * i, sr, ch, seed=i), sr, subtype=subtype, format=fmt)
+        expected[rel] = (sr, ch, sf.info(str(path)).frames)
+    (root / "broken.mp3").write_bytes(b"ID3" + b"\x13garbage" * 100)
+    (root / "sub" / "empty.flac").write_bytes(b"")
+    (root / "notes.txt").write_text("not audio")
+    return expected
+
+
+@pytest.mark.slow
+def test_prepare_mixed_folder_roundtrip_and_determinism(tmp_path, ray_local):
+    expected = write_mixed_folder(tmp_path / "music")
+    out = tmp_path / "shards"
+    cfg = ["--config", "configs/prepare/default.yaml", f"inputs=[{tmp_path / 'music'}]", f"output={out}",
+           "max_samples_per_shard=3", "progress=false", "num_cpus=0.5"]
+    prepare_main(cfg)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_samples"] == len(expected) and manifest["num_shards"] == 3
+    assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
+
+    seen = {}
+    shard_paths = [str(out / s["path"]) for s in manifest["shards"]]
+    for sample in wds.WebDataset(shard_paths, shardshuffle=False):
+        meta = json.loads(sample["json"])
+        assert sample["__key__"] == meta["key"] == sample_key(meta["relpath"]) and "." not in meta["key"]
+        audio, sr = decode_sample(sample)
+        seen[meta["relpath"]] = (sr, audio.shape[0], audio.shape[1])
+        assert meta["duration"] == pytest.approx(audio.shape[1] / sr, abs=1e-6)
+        assert len(meta["sha256"]) == 64
+    assert seen == expected  # every good file exactly once, at its own rate, channels and length
+    assert manifest["total_duration"] == pytest.approx(sum(f / sr for sr, _, f in expected.values()), abs=1e-3)
+
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert sorted((r["source"].rsplit("/", 1)[-1], r["reason"]) for r in rejected) == [
+        ("broken.mp3", UNDECODABLE), ("empty.flac", EMPTY)]
+
+    # a rerun (e.g. after a kill) gives byte-identical output
+    out2 = tmp_path / "shards2"
+    prepare_main([*cfg[:3], f"output={out2}", *cfg[4:]])
+    for name in [s["path"] for s in manifest["shards"]] + ["manifest.json", "rejected.jsonl"]:
+        assert (out / name).read_bytes() == (out2 / name).read_bytes(), name
+    assert not list(out.glob(".tmp-*"))
