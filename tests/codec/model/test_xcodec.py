@@ -1,0 +1,77 @@
+import copy
+
+import pytest
+import torch
+
+from codec.model.xcodec import XCodec
+from codec.nn.layers import fold_weight_norm
+
+TINY = dict(encoder_dim=8, decoder_dim=64, semantic_dim=32)
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    return XCodec(**{**TINY, **kw})
+
+
+def test_ten_seconds_codes_and_prefix_decoding():
+    model = _tiny(decoder_dim=16).eval()
+    assert model.hop_length == 960 and model.frame_rate == 25.0
+    torch.manual_seed(1)
+    audio = 0.1 * torch.randn(1, 1, 240000)
+    semantic = torch.randn(1, 250, 32)
+    with torch.no_grad():
+        codes = model.encode(audio, semantic)
+        assert codes.shape == (1, 8, 250) and codes.dtype == torch.int64
+        assert codes.min() >= 0 and codes.max() < 1024
+        for k in range(1, 9):
+            audio_k = model.decode(codes[:, :k])
+            assert audio_k.shape == (1, 1, 240000) and audio_k.abs().max() <= 1.0
+
+
+def test_forward_audio_matches_decode_of_codes_in_eval():
+    model = _tiny().eval()
+    audio, semantic = 0.1 * torch.randn(2, 1, 4800), torch.randn(2, 5, 32)
+    with torch.no_grad():
+        out = model(audio, semantic, n_quantizers=3)
+        assert out.audio.shape == (2, 1, 4800) and out.semantic_pred.shape == (2, 5, 32)
+        assert out.codes.shape == (2, 3, 5)
+        torch.testing.assert_close(model.decode(out.codes), out.audio, atol=1e-5, rtol=1e-4)
+
+
+def test_bad_shapes_fail_with_a_message():
+    model = _tiny()
+    with pytest.raises(ValueError, match="960"):
+        model(torch.randn(1, 1, 1000), torch.randn(1, 1, 32))
+    with pytest.raises(ValueError, match="semantic"):
+        model(torch.randn(1, 1, 1920), torch.randn(1, 3, 32))
+
+
+def test_quantizer_dropout_default_is_on():
+    assert XCodec(**TINY).quantizer.quantizer_dropout == 0.5
+
+
+def test_init_touches_only_xcodec_modules():
+    """The published model's apply(init_weights) re-initialised the MuQ teacher's convs."""
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.Conv2d(4, 4, 3), torch.nn.Linear(4, 4))
+    before = copy.deepcopy(teacher.state_dict())
+    model = XCodec(**TINY)
+    model.reset_parameters()
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # The teacher is never a submodule, so nothing that walks XCodec's modules can reach it.
+    names = {n for n, _ in model.named_children()}
+    assert names == {"encoder", "fc_prior", "quantizer", "fc_post_s", "fc_post_a", "decoder"}
+    conv = model.decoder.model[0]
+    assert abs(conv.weight.std().item() - 0.02) < 0.005  # our init did run on our own convs
+
+
+def test_fold_weight_norm_preserves_decoding():
+    model = _tiny().eval()
+    codes = torch.randint(0, 1024, (1, 8, 4))
+    with torch.no_grad():
+        before = model.decode(codes)
+        fold_weight_norm(model)
+        after = model.decode(codes)
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
