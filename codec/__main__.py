@@ -58,10 +58,50 @@ def decode(input: Path, output: Path, model: str | None = None, sample_rate: int
     print(f"wrote {written}")
 
 
+def import_muq_xcodec(checkpoint: Path, out_dir: Path, with_discriminator: bool = False,
+                      muq_config: str = "OpenMuQ/MuQ-large-msd-iter", trust_checkpoint: bool = False,
+                      name: str = "muq_xcodec_imported") -> None:
+    """Import a released muq-xcodec Lightning checkpoint (github.com/dzq84/muq-xcodec) as a checkpoint dir.
+
+    The result loads with `Codec.from_pretrained(OUT_DIR)` / `--model OUT_DIR`, keeps the checkpoint's own MuQ
+    weights (teacher.safetensors) and defaults to `inference.mode: reference` (the original's chunking).
+
+    Args:
+        checkpoint: the original .ckpt (read with torch.load(weights_only=True): tensors only).
+        out_dir: checkpoint directory to write (model.safetensors, teacher.safetensors, config.yaml).
+        with_discriminator: also convert the discriminator (discriminator.safetensors) for fine-tuning.
+        muq_config: MuQ architecture of the checkpoint's teacher: a config.json, a directory holding one, or
+            a Hugging Face id found in the local cache.
+        trust_checkpoint: UNSAFE: allow a full unpickle (runs code from the file) if it holds more than tensors.
+        name: model name recorded in the config.
+    """
+    from codec.convert import import_muq_xcodec as run
+
+    report = run(checkpoint, out_dir, muq_config=muq_config, with_discriminator=with_discriminator,
+                 trust_checkpoint=trust_checkpoint, name=name)
+    print(report.summary())
+    print(f"wrote {out_dir}")
+
+
+def export_muq_xcodec(model: Path, output: Path, with_discriminator: bool = False) -> None:
+    """Export a checkpoint directory in the original muq-xcodec layout (a Lightning-style .ckpt state_dict).
+
+    Args:
+        model: checkpoint directory (save_pretrained / import-muq-xcodec layout).
+        output: .ckpt file to write ({"state_dict": ...}, tensors only).
+        with_discriminator: also export discriminator.safetensors.
+    """
+    from codec.convert import export_muq_xcodec as run
+
+    print(f"wrote {run(model, output, with_discriminator=with_discriminator)}")
+
+
 # Subcommand -> function or "module:function" (imported on use).
 COMMANDS: dict[str, Callable[..., Any] | str] = {
     "encode": encode,
     "decode": decode,
+    "import-muq-xcodec": import_muq_xcodec,
+    "export-muq-xcodec": export_muq_xcodec,
 }
 
 # Errors that are the user's input, reported as one line on stderr (exit code 1) instead of a traceback.

@@ -49,7 +49,8 @@ def build_generator(cfg: Any) -> XCodec:
 
 
 def build_teacher(cfg: Any) -> MuQTeacher:
-    """The frozen MuQ teacher: the published ``teacher.model_id`` or a seeded random one (``source: random``).
+    """The frozen MuQ teacher: the published ``teacher.model_id``, a seeded random one (``source: random``) or
+    an imported architecture (``source: imported``, weights loaded by the caller).
 
     Raises:
         ValueError: the built teacher's feature dim differs from ``teacher.dim``.
@@ -60,6 +61,11 @@ def build_teacher(cfg: Any) -> MuQTeacher:
     if t.source == "random":
         teacher = MuQTeacher.random(dim=int(t.dim), depth=int(t.depth), heads=int(t.heads),
                                     conv_dim=int(t.conv_dim), seed=int(t.seed), layer=int(t.layer))
+    elif t.source == "imported":  # architecture only; Codec loads the stored teacher.safetensors into it
+        from codec.config import config_to_dict
+        from codec.convert import build_muq
+
+        teacher = MuQTeacher(build_muq(config_to_dict(t.muq_config)), layer=int(t.layer))
     else:
         teacher = MuQTeacher.from_pretrained(str(t.model_id), layer=int(t.layer))
     if teacher.dim != int(t.dim):

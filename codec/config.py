@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 PRESET_SUFFIXES = (".yaml", ".yml")
-TEACHER_SOURCES = ("pretrained", "random")
+TEACHER_SOURCES = ("pretrained", "random", "imported")
 INFERENCE_MODES = ("default", "reference")
 
 
@@ -49,7 +49,9 @@ class ModelConfig:
 class TeacherConfig:
     """Frozen MuQ teacher: a published model (``source: pretrained``) or a random tiny one (``random``).
 
-    ``depth``, ``heads``, ``conv_dim`` and ``seed`` are only used by ``source: random``.
+    ``depth``, ``heads``, ``conv_dim`` and ``seed`` are only used by ``source: random``. ``source: imported``
+    is a MuQ taken from another checkpoint (``python -m codec import-muq-xcodec``): ``muq_config`` holds its
+    architecture (MuQ's ``config.json``) and its weights are stored beside ours in ``teacher.safetensors``.
     """
 
     source: str = "pretrained"
@@ -60,6 +62,7 @@ class TeacherConfig:
     heads: int = 16
     conv_dim: int = 512
     seed: int = 0
+    muq_config: dict[str, Any] | None = None  # source: imported only
 
 
 @dataclass
@@ -233,6 +236,10 @@ def validate_codec_config(cfg: DictConfig) -> None:
 
     _check(t.source in TEACHER_SOURCES, "teacher.source", f"must be one of {TEACHER_SOURCES}, got {t.source!r}")
     _check(bool(t.model_id) or t.source != "pretrained", "teacher.model_id", "required for a pretrained teacher")
+    _check((t.muq_config is not None) == (t.source == "imported"), "teacher.muq_config",
+           "required for (and only for) an imported teacher")
+    _check(t.muq_config is None or t.muq_config.get("encoder_dim") == t.dim, "teacher.muq_config",
+           f"encoder_dim must equal teacher.dim={t.dim}")
     for key in ("dim", "depth", "heads", "conv_dim"):
         _check(t[key] > 0, f"teacher.{key}", f"must be positive, got {t[key]}")
     _check(t.dim % t.heads == 0, "teacher.heads", f"must divide teacher.dim={t.dim}, got {t.heads}")

@@ -195,10 +195,16 @@ class Codec(nn.Module):
         per_batch = max(1, int(inf.window_seconds // inf.chunk_seconds))
         return chunk, context, per_batch
 
-    def _window(self, track: Tensor, k: int, chunk: int, context: int) -> Tensor:
-        """Audio [W] of chunk k with context, zero-padded outside ``track`` [N]."""
+    def _window(self, track: Tensor, k: int, chunk: int, context: int, trim: bool = False) -> Tensor:
+        """Audio [W] of chunk k with context, zero-padded outside ``track`` [N].
+
+        ``trim`` (reference mode) ends the window at the track's end padded to a whole frame, as the original
+        muq-xcodec inference does for its last chunk, instead of padding it to a full chunk.
+        """
         hop = self.hop_length
         start, stop = (k * chunk - context) * hop, ((k + 1) * chunk + context) * hop
+        if trim:
+            stop = min(stop, math.ceil(track.shape[-1] / hop) * hop)
         piece = track[max(start, 0):min(stop, track.shape[-1])]
         left = max(0, -start)
         return nn.functional.pad(piece, (left, (stop - start) - left - piece.shape[-1]))
@@ -222,7 +228,9 @@ class Codec(nn.Module):
             end of a shorter track hold ``-1``; each track's codes equal encoding it alone.
         """
         n_q = self.resolve_n_q(n_q, bitrate)
-        tracks = [resample(to_mono(t), sample_rate, self.sample_rate) for t in as_track_list(audio, lengths)]
+        reference = self.config.inference.mode == "reference"
+        downmix = (lambda t: t[0]) if reference else to_mono  # the original inference keeps the first channel
+        tracks = [resample(downmix(t), sample_rate, self.sample_rate) for t in as_track_list(audio, lengths)]
         frames = [self.num_frames(t.shape[-1]) for t in tracks]
         chunk, context, per_batch = self._grid()
         codes = torch.full((len(tracks), n_q, max(frames, default=0)), PAD_CODE, dtype=torch.int16)
@@ -230,13 +238,15 @@ class Codec(nn.Module):
         teacher = self.get_teacher() if jobs else None
         for j in range(0, len(jobs), per_batch):
             batch = jobs[j:j + per_batch]
-            windows = torch.stack([self._window(tracks[i], k, chunk, context) for i, k in batch])
-            windows = windows.to(self.device)[:, None]  # [b, 1, W]
-            semantic = teacher(windows)
-            out = self.generator.encode(windows, semantic, n_q)[:, :n_q, context:context + chunk].cpu()
-            for (i, k), c in zip(batch, out, strict=True):
-                stop = min((k + 1) * chunk, frames[i])
-                codes[i, :, k * chunk:stop] = c[:, :stop - k * chunk].to(torch.int16)
+            windows = [self._window(tracks[i], k, chunk, context, trim=reference) for i, k in batch]
+            for length in dict.fromkeys(w.shape[-1] for w in windows):  # reference mode: last chunks are shorter
+                group = [n for n, w in enumerate(windows) if w.shape[-1] == length]
+                x = torch.stack([windows[n] for n in group]).to(self.device)[:, None]  # [b, 1, W]
+                out = self.generator.encode(x, teacher(x), n_q)[:, :n_q, context:context + chunk].cpu()
+                for n, c in zip(group, out, strict=True):
+                    i, k = batch[n]
+                    stop = min((k + 1) * chunk, frames[i])
+                    codes[i, :, k * chunk:stop] = c[:, :stop - k * chunk].to(torch.int16)
         return codes
 
     @torch.inference_mode()

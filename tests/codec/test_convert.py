@@ -1,0 +1,446 @@
+"""Import / export of the original muq-xcodec Lightning checkpoint layout.
+
+The source checkpoints are built here with the original key names (old-style ``weight_g``/``weight_v``
+weight norm, ``fc_post1``/``fc_post2``, the ``generator.N`` aliases of the original ``nn.ModuleList``,
+``semantic.`` MuQ, DAC ``discriminator.`` with its ``Sequential(conv, LeakyReLU)`` wrappers), random
+values, and saved with ``torch.save`` as a Lightning dict. The expected numbers come from an independent
+functional forward of the ORIGINAL math (DAC distance formula, original inference loop) on those raw
+tensors; the MuQ reference is a freshly constructed ``muq.MuQ`` loaded with the raw ``semantic.`` tensors.
+
+MuQ is kept small in every test (one conformer layer; its width equals the latent width as the original
+requires); the slow test uses the full XCodec geometry (encoder 64 -> latent 1024, decoder 1536, 8 x 1024).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import math
+import tarfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from codec.builders import build_discriminator, build_generator
+from codec.config import load_codec_config
+from codec.convert import CheckpointError, export_state_dict, import_muq_xcodec, load_checkpoint
+from codec.inference import Codec
+from codec.model.teacher import build_random_muq
+
+HOP = 960
+
+
+# ------------------------------------------------------------------------------------ source checkpoints
+def muq_config(dim: int, heads: int = 2) -> dict:
+    """A one-layer MuQ architecture (as MuQ's config.json would hold it)."""
+    muq = build_random_muq(dim=dim, depth=1, heads=heads, conv_dim=8, seed=0, mel_mean=6.77, mel_std=18.4)
+    return json.loads(json.dumps(dataclasses.asdict(muq.config)))
+
+
+def old_wn(key: str) -> str:
+    return key.replace("parametrizations.weight.original0", "weight_g").replace(
+        "parametrizations.weight.original1", "weight_v")
+
+
+def rand_like(key: str, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    if not t.is_floating_point():
+        return t.clone()
+    if key.endswith("alpha"):
+        return torch.rand(t.shape, generator=g) + 0.5
+    if key.endswith("original0") or key.endswith("weight_g"):
+        return torch.rand(t.shape, generator=g) * 0.5 + 0.5
+    if key.endswith("bias"):
+        return torch.randn(t.shape, generator=g) * 0.01
+    if key.endswith("running_var"):
+        return torch.rand(t.shape, generator=g) + 0.5
+    scale = 1.0 / math.sqrt(t[0].numel()) if t.dim() > 1 else 0.1
+    return torch.randn(t.shape, generator=g) * scale
+
+
+def original_state(encoder_dim: int, decoder_dim: int, muq: dict, disc_channels: int = 4, seed: int = 0) -> dict:
+    """A state dict in the original layout with random values (shapes from our modules of the same math)."""
+    latent = encoder_dim * 16
+    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim},
+                                           "teacher": {"source": "random", "model_id": "", "dim": latent},
+                                           "discriminator": {"period_channels": disc_channels,
+                                                             "stft_channels": disc_channels}})
+    g = torch.Generator().manual_seed(seed)
+    names = {"fc_post_s": "fc_post1", "fc_post_a": "fc_post2"}
+    state = {}
+    for key, t in build_generator(cfg).state_dict().items():
+        root, _, rest = key.partition(".")
+        state[old_wn(f"{names.get(root, root)}.{rest}")] = rand_like(key, t, g)
+    for alias, root in (("generator.0.", "encoder."), ("generator.1.", "quantizer."), ("generator.2.", "decoder.")):
+        state.update({alias + k[len(root):]: v for k, v in list(state.items()) if k.startswith(root)})
+    from codec.convert import build_muq
+
+    for key, t in build_muq(muq).state_dict().items():
+        state["semantic." + old_wn(key)] = rand_like(key, t, g)
+    for key, t in build_discriminator(cfg).state_dict().items():
+        parts = key.split(".")  # DAC wraps every conv but conv_post in Sequential(conv, LeakyReLU)
+        if parts[2] == "convs":
+            parts.insert(4, "0")
+        elif parts[2] == "band_convs":
+            parts.insert(5, "0")
+        state["discriminator." + old_wn(".".join(parts))] = rand_like(key, t, g)
+    return state
+
+
+def lightning(state: dict, **extra) -> dict:
+    first = next(iter(state.values()))
+    return {"epoch": 7, "global_step": 1234, "pytorch-lightning_version": "2.1.2", "state_dict": state,
+            "optimizer_states": [{"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros_like(first),
+                                                "exp_avg_sq": torch.zeros_like(first)}},
+                                  "param_groups": [{"lr": 1e-4, "betas": (0.8, 0.99), "params": [0]}]}],
+            "lr_schedulers": [{"gamma": 0.999996, "base_lrs": [1e-4], "last_epoch": 1234}],
+            "callbacks": {"ModelCheckpoint{'monitor': None}": {"kth_value": torch.tensor(float("inf")),
+                                                               "best_model_path": ""}},
+            "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 7}}}}, **extra}
+
+
+def count_tensors(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return 1
+    if isinstance(obj, dict):
+        return sum(count_tensors(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(count_tensors(v) for v in obj)
+    return 0
+
+
+# ------------------------------------------------------------------- independent forward of the original
+def wn(sd: dict, p: str) -> torch.Tensor:
+    g, v = sd[p + ".weight_g"], sd[p + ".weight_v"]
+    return g * v / v.norm(dim=tuple(range(1, v.dim())), keepdim=True)
+
+
+def snake(x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
+
+
+def residual_unit(sd: dict, p: str, x: torch.Tensor, dilation: int) -> torch.Tensor:
+    y = F.conv1d(snake(x, sd[p + ".block.0.alpha"]), wn(sd, p + ".block.1"), sd[p + ".block.1.bias"],
+                 padding=3 * dilation, dilation=dilation)
+    return x + F.conv1d(snake(y, sd[p + ".block.2.alpha"]), wn(sd, p + ".block.3"), sd[p + ".block.3.bias"])
+
+
+def f_encoder(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    x = F.conv1d(x, wn(sd, "encoder.block.0"), sd["encoder.block.0.bias"], padding=3)
+    i = 1
+    while f"encoder.block.{i}.block.4.weight_v" in sd:
+        p = f"encoder.block.{i}.block"
+        stride = sd[p + ".4.weight_v"].shape[-1] // 2
+        for j, d in enumerate((1, 3, 9)):
+            x = residual_unit(sd, f"{p}.{j}", x, d)
+        x = F.conv1d(snake(x, sd[p + ".3.alpha"]), wn(sd, p + ".4"), sd[p + ".4.bias"], stride=stride,
+                     padding=math.ceil(stride / 2))
+        i += 1
+    x = snake(x, sd[f"encoder.block.{i}.alpha"])
+    return F.conv1d(x, wn(sd, f"encoder.block.{i + 1}"), sd[f"encoder.block.{i + 1}.bias"], padding=1)
+
+
+def f_decoder(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    x = F.conv1d(x, wn(sd, "decoder.model.0"), sd["decoder.model.0.bias"], padding=3)
+    i = 1
+    while f"decoder.model.{i}.block.1.weight_v" in sd:
+        p = f"decoder.model.{i}.block"
+        rate = sd[p + ".1.weight_v"].shape[-1] // 2
+        x = F.conv_transpose1d(snake(x, sd[p + ".0.alpha"]), wn(sd, p + ".1"), sd[p + ".1.bias"], stride=rate,
+                               padding=math.ceil(rate / 2))
+        for j, d in zip((2, 3, 4), (1, 3, 9), strict=True):
+            x = residual_unit(sd, f"{p}.{j}", x, d)
+        i += 1
+    x = snake(x, sd[f"decoder.model.{i}.alpha"])
+    return torch.tanh(F.conv1d(x, wn(sd, f"decoder.model.{i + 1}"), sd[f"decoder.model.{i + 1}.bias"], padding=3))
+
+
+def f_quantize(sd: dict, z: torch.Tensor) -> torch.Tensor:
+    """DAC RVQ (eval): codes [B, K, T] with DAC's euclidean-distance formula on normalised vectors."""
+    residual, codes, k = z, [], 0
+    while f"quantizer.quantizers.{k}.codebook.weight" in sd:
+        p = f"quantizer.quantizers.{k}"
+        z_e = F.conv1d(residual, wn(sd, p + ".in_proj"), sd[p + ".in_proj.bias"])
+        enc = F.normalize(z_e.transpose(1, 2).reshape(-1, z_e.shape[1]))
+        book = F.normalize(sd[p + ".codebook.weight"])
+        dist = enc.pow(2).sum(1, keepdim=True) - 2 * enc @ book.t() + book.pow(2).sum(1, keepdim=True).t()
+        idx = (-dist).max(1)[1].view(z.shape[0], -1)
+        q = F.embedding(idx, sd[p + ".codebook.weight"]).transpose(1, 2)
+        residual = residual - F.conv1d(q, wn(sd, p + ".out_proj"), sd[p + ".out_proj.bias"])
+        codes.append(idx)
+        k += 1
+    return torch.stack(codes, dim=1)
+
+
+def f_from_codes(sd: dict, codes: torch.Tensor) -> torch.Tensor:
+    z_q = 0.0
+    for i in range(codes.shape[1]):
+        p = f"quantizer.quantizers.{i}"
+        q = F.embedding(codes[:, i], sd[p + ".codebook.weight"]).transpose(1, 2)
+        z_q = z_q + F.conv1d(q, wn(sd, p + ".out_proj"), sd[p + ".out_proj.bias"])
+    return z_q
+
+
+def reference_muq(state: dict, cfg: dict):
+    from muq import MuQ
+    from muq.muq.muq import MuQConfig
+
+    muq = MuQ(MuQConfig(**cfg))
+    muq.load_state_dict({k[len("semantic."):]: v for k, v in state.items() if k.startswith("semantic.")})
+    return muq.eval()
+
+
+@torch.no_grad()
+def original_encode(sd: dict, muq, audio: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """The original inference.py: first channel, right-pad to the hop, non-overlapping chunks, batch 1."""
+    audio = F.pad(audio, (0, math.ceil(audio.shape[-1] / HOP) * HOP - audio.shape[-1]))
+    codes = []
+    for start in range(0, audio.shape[-1], chunk_size):
+        chunk = audio[0:1, start:start + chunk_size].unsqueeze(0)
+        z_a = f_encoder(sd, chunk).permute(0, 2, 1)
+        z_s = muq(chunk, output_hidden_states=True).last_hidden_state
+        z = F.linear(torch.cat([z_a, z_s], dim=2), sd["fc_prior.weight"], sd["fc_prior.bias"]).permute(0, 2, 1)
+        codes.append(f_quantize(sd, z))
+    return torch.cat(codes, dim=2)
+
+
+@torch.no_grad()
+def original_decode(sd: dict, codes: torch.Tensor) -> torch.Tensor:
+    z_q = f_from_codes(sd, codes).permute(0, 2, 1)
+    return f_decoder(sd, F.linear(z_q, sd["fc_post2.weight"], sd["fc_post2.bias"]).permute(0, 2, 1))
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+TINY = dict(encoder_dim=4, decoder_dim=32)  # latent 64 = MuQ dim, as the original's fc shapes require
+
+
+@pytest.fixture(scope="module")
+def tiny_source(tmp_path_factory):
+    d = tmp_path_factory.mktemp("orig")
+    cfg = muq_config(64)
+    (d / "muq.json").write_text(json.dumps(cfg))
+    state = original_state(**TINY, muq=cfg)
+    torch.save(lightning(state), d / "last.ckpt")
+    return d, state, cfg
+
+
+@pytest.fixture(scope="module")
+def tiny_imported(tiny_source, tmp_path_factory):
+    d, _, _ = tiny_source
+    out = tmp_path_factory.mktemp("imported")
+    report = import_muq_xcodec(d / "last.ckpt", out, muq_config=d / "muq.json", with_discriminator=True)
+    return out, report
+
+
+def stereo_clip(seconds: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    n = int(seconds * 24000)
+    t = torch.arange(n) / 24000
+    left = 0.4 * torch.sin(2 * math.pi * 220 * t) + 0.05 * torch.randn(n, generator=g)
+    right = 0.3 * torch.sin(2 * math.pi * 330 * t) + 0.05 * torch.randn(n, generator=g)
+    return torch.stack([left, right])
+
+
+# ------------------------------------------------------------------------------------------------ tests
+def test_import_accounts_for_every_tensor(tiny_source, tiny_imported):
+    d, state, _ = tiny_source
+    out, report = tiny_imported
+    total = count_tensors(torch.load(d / "last.ckpt", weights_only=True))
+    assert report.n_mapped + report.n_dropped == total
+    mapped = {k for keys in report.mapped.values() for k in keys}
+    dropped = {k for keys in report.dropped.values() for k in keys}
+    assert not mapped & dropped and mapped | {k for k in dropped if k in state} == set(state)
+    assert {k for k in state if k.startswith("generator.")} <= dropped  # aliases, checked equal
+    assert any(k.startswith("optimizer_states/") for k in dropped)
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "discriminator.safetensors",
+                                                     "model.safetensors", "teacher.safetensors"]
+    assert "mapped" in report.summary() and "dropped" in report.summary()
+
+
+def test_imported_config_is_reference_mode_with_imported_teacher(tiny_imported, tiny_source):
+    out, _ = tiny_imported
+    cfg = load_codec_config(out / "config.yaml")
+    assert cfg.inference.mode == "reference" and cfg.inference.chunk_seconds == 10
+    assert cfg.teacher.source == "imported" and cfg.teacher.dim == 64
+    assert cfg.teacher.muq_config.stat.melspec_2048_mean == pytest.approx(6.77)
+    assert (cfg.model.encoder_dim, list(cfg.model.encoder_rates), cfg.model.decoder_dim) == (4, [2, 4, 10, 12], 32)
+    assert cfg.model.quantizer_dropout == 0.0
+    assert load_codec_config("muq_xcodec").inference.mode == "default"  # our default stays
+
+
+def test_imported_codes_and_audio_equal_the_original_forward(tiny_source, tiny_imported):
+    _, state, cfg = tiny_source
+    out, _ = tiny_imported
+    codec = Codec.from_pretrained(out).configure(chunk_seconds=1.0)  # 1 s chunks: several + a short last one
+    audio = stereo_clip(2.5)[:, :2 * 24000 + 12345]
+    codes = codec.encode(audio, 24000)
+    expected = original_encode(state, reference_muq(state, cfg), audio, chunk_size=24000)
+    assert codes.shape == expected.shape == (1, 8, math.ceil(audio.shape[-1] / HOP))
+    torch.testing.assert_close(codes.long(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(codec.decode(codes), original_decode(state, expected), rtol=1e-4, atol=1e-5)
+    # our default mode (mean downmix, context) is still available on the same weights
+    assert codec.configure(mode="default").encode(audio, 24000).shape == codes.shape
+
+
+def test_imported_discriminator_loads(tiny_imported):
+    from codec.checkpoint import load_weights
+
+    out, _ = tiny_imported
+    disc = load_weights(build_discriminator(load_codec_config(out / "config.yaml")), out / "discriminator.safetensors")
+    assert len(disc(torch.zeros(1, 1, 4800))) == 8
+
+
+def test_export_round_trips_to_the_source_layout(tiny_source, tiny_imported, tmp_path):
+    _, state, _ = tiny_source
+    out, _ = tiny_imported
+    exported = export_state_dict(out, with_discriminator=True)
+    assert set(exported) == set(state)
+    for key, value in state.items():
+        torch.testing.assert_close(exported[key], value, rtol=0, atol=0, msg=key)
+    from codec.__main__ import main
+
+    assert main(["export-muq-xcodec", str(out), str(tmp_path / "x.ckpt")]) == 0
+    again = load_checkpoint(tmp_path / "x.ckpt")["state_dict"]
+    assert set(again) == {k for k in state if not k.startswith("discriminator.")}
+
+
+def edited(state: dict, drop=(), add=None, reshape=None) -> dict:
+    s = {k: v for k, v in state.items() if k not in drop}
+    s.update(add or {})
+    for k, shape in (reshape or {}).items():
+        s[k] = torch.zeros(shape)
+    return s
+
+
+@pytest.mark.parametrize("edit, message", [
+    (dict(drop=["decoder.model.1.block.2.block.1.bias"]), "missing key 'decoder.model.1.block.2.block.1.bias'"),
+    (dict(drop=["semantic.model.conformer.layers.0.final_layer_norm.bias"]),
+     "missing key 'semantic.model.conformer.layers.0.final_layer_norm.bias'"),
+    (dict(add={"fc_post3.weight": torch.zeros(2)}), "unexpected key 'fc_post3.weight'"),
+    (dict(add={"encoder.block.0.scale": torch.zeros(2)}), "unexpected key 'encoder.block.0.scale'"),
+    (dict(reshape={"quantizer.quantizers.5.codebook.weight": (1024, 9)}),
+     "key 'quantizer.quantizers.5.codebook.weight' has shape [1024, 9], expected [1024, 8]"),
+    (dict(reshape={"semantic.model.conv.linear.bias": (3,)}), "'semantic.model.conv.linear.bias' has shape [3]"),
+    (dict(reshape={"generator.2.model.0.bias": (32,)}), "'generator.2.model.0.bias' differs"),
+])
+def test_bad_checkpoint_names_the_key(tiny_source, tmp_path, edit, message):
+    d, state, _ = tiny_source
+    torch.save(lightning(edited(state, **edit)), tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        import_muq_xcodec(tmp_path / "bad.ckpt", tmp_path / "out", muq_config=d / "muq.json")
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_discriminator_dropped_without_flag_and_flag_needs_it(tiny_source, tmp_path):
+    d, state, _ = tiny_source
+    report = import_muq_xcodec(d / "last.ckpt", tmp_path / "a", muq_config=d / "muq.json")
+    assert "discriminator" not in report.mapped and not (tmp_path / "a" / "discriminator.safetensors").exists()
+    assert any("discriminator" in reason for reason in report.dropped)
+    no_disc = {k: v for k, v in state.items() if not k.startswith("discriminator.")}
+    torch.save(lightning(no_disc), tmp_path / "g.ckpt")
+    with pytest.raises(CheckpointError, match="no discriminator"):
+        import_muq_xcodec(tmp_path / "g.ckpt", tmp_path / "b", muq_config=d / "muq.json", with_discriminator=True)
+    five_mpd = {k: v for k, v in state.items() if not k.startswith("discriminator.discriminators.7.")}
+    torch.save(lightning(five_mpd), tmp_path / "m.ckpt")
+    with pytest.raises(CheckpointError, match="cannot map it faithfully"):
+        import_muq_xcodec(tmp_path / "m.ckpt", tmp_path / "c", muq_config=d / "muq.json", with_discriminator=True)
+
+
+class WritesMarker:
+    """Unpickling this object would create the marker file (stands for arbitrary code in a checkpoint)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_pickled_code_is_refused_without_running_it(tiny_source, tmp_path):
+    d, state, _ = tiny_source
+    marker = tmp_path / "pwned"
+    torch.save(lightning(state, hyper_parameters=WritesMarker(str(marker))), tmp_path / "evil.ckpt")
+    with pytest.raises(CheckpointError, match="refusing to load.*--trust-checkpoint"):
+        import_muq_xcodec(tmp_path / "evil.ckpt", tmp_path / "out", muq_config=d / "muq.json")
+    assert not marker.exists()
+    from codec.__main__ import main
+
+    assert main(["import-muq-xcodec", str(tmp_path / "evil.ckpt"), str(tmp_path / "out"),
+                 "--muq-config", str(d / "muq.json")]) == 1
+    assert not marker.exists() and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_trust_checkpoint_allows_a_full_load(tiny_source, tmp_path):
+    d, state, _ = tiny_source
+    torch.save(lightning(state, hyper_parameters=argparse.Namespace(lr=1e-4)), tmp_path / "ns.ckpt")
+    with pytest.raises(CheckpointError, match="refusing"):
+        load_checkpoint(tmp_path / "ns.ckpt")
+    report = import_muq_xcodec(tmp_path / "ns.ckpt", tmp_path / "out", muq_config=d / "muq.json",
+                               trust_checkpoint=True)
+    assert report.n_mapped > 0
+
+
+def test_cli_import_prints_summary(tiny_source, tmp_path, capsys):
+    from codec.__main__ import main
+
+    d, _, _ = tiny_source
+    assert main(["import-muq-xcodec", str(d / "last.ckpt"), str(tmp_path / "out"), "--muq-config",
+                 str(d / "muq.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "mapped" in printed and "dropped (discriminator" in printed
+    assert main(["import-muq-xcodec", str(d / "missing.ckpt"), str(tmp_path / "x"), "--muq-config",
+                 str(d / "muq.json")]) == 1
+    assert "no such checkpoint file" in capsys.readouterr().err
+
+
+def test_missing_muq_config_says_how_to_fix(tiny_source, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    d, _, _ = tiny_source
+    with pytest.raises(CheckpointError, match="--muq-config"):
+        import_muq_xcodec(d / "last.ckpt", tmp_path / "out", muq_config="nobody/not-a-cached-model")
+
+
+def test_tokenization_stage_runs_with_the_imported_model(tiny_imported, tmp_path):
+    """The tokenization job's stage (pipelines.tokenize.ShardTokenizer), in process, on the imported dir."""
+    from pipelines import tokenize_io as tio
+    from pipelines.tokenize import ShardTokenizer
+    from pipelines.tokenize_model import resolve_model
+
+    out, _ = tiny_imported
+    clip = stereo_clip(1.3, seed=3).numpy()
+    buf = io.BytesIO()
+    sf.write(buf, clip.T, 24000, format="WAV", subtype="FLOAT")
+    shard = tmp_path / "in" / "part-000000.tar"
+    shard.parent.mkdir()
+    shard.write_bytes(tio.tar_bytes({"t.wav": buf.getvalue()}))
+    stage = ShardTokenizer(resolve_model(str(out)).to_json(), str(tmp_path / "tok"), config_hash="0" * 16,
+                           torch_threads=2)
+    row = stage({"shard": np.array([str(shard)])})
+    assert row["ok"].tolist() == [True], row["error"]
+    with tarfile.open(tmp_path / "tok" / "part-000000.tar") as tar:
+        codes = np.load(io.BytesIO(tar.extractfile("t.codes.npy").read()))
+    expected = Codec.from_pretrained(out).encode(torch.from_numpy(clip), 24000)[0].numpy()
+    np.testing.assert_array_equal(codes, expected)
+
+
+@pytest.mark.slow
+def test_full_geometry_import_matches_the_original_forward(tmp_path):
+    """Full XCodec geometry (encoder 64 -> 1024, decoder 1536, 8 x 1024 RVQ) with a one-layer 1024-wide MuQ."""
+    cfg = muq_config(1024, heads=16)
+    state = original_state(encoder_dim=64, decoder_dim=1536, muq=cfg, disc_channels=32, seed=1)
+    (tmp_path / "muq.json").write_text(json.dumps(cfg))
+    torch.save(lightning(state), tmp_path / "last.ckpt")
+    report = import_muq_xcodec(tmp_path / "last.ckpt", tmp_path / "out", muq_config=tmp_path / "muq.json",
+                               with_discriminator=True)
+    assert report.n_mapped + report.n_dropped == count_tensors(torch.load(tmp_path / "last.ckpt", weights_only=True))
+    codec = Codec.from_pretrained(tmp_path / "out").configure(chunk_seconds=0.4)
+    assert codec.config.model.latent_dim is None and codec.config.model.decoder_dim == 1536
+    audio = stereo_clip(0.9, seed=5)
+    codes = codec.encode(audio, 24000)
+    expected = original_encode(state, reference_muq(state, cfg), audio, chunk_size=int(0.4 * 24000))
+    torch.testing.assert_close(codes.long(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(codec.decode(codes), original_decode(state, expected), rtol=1e-4, atol=1e-4)
