@@ -131,8 +131,14 @@ def build_random_muq(dim: int, depth: int, heads: int, conv_dim: int, seed: int,
     py_state = random.getstate()  # MuQModel calls random.seed(); restore the caller's state afterwards
     try:
         with torch.random.fork_rng(devices=[]):
+            muq = MuQ(config)
+            # MuQ's random-projection quantizer re-seeds torch with a fixed seed while it is built, so
+            # draw the learnable layers again from our seed (part of construction, never done later).
             torch.manual_seed(seed)
-            return MuQ(config)
+            for module in muq.modules():
+                if hasattr(module, "reset_parameters") and not hasattr(module, "parametrizations"):
+                    module.reset_parameters()
+            return muq
     finally:
         random.setstate(py_state)
 

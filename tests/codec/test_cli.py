@@ -1,0 +1,90 @@
+"""``python -m codec``: encode/decode round trips, help from docstrings, one-line errors with exit code 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from utils import music_clip, write_audio
+
+from codec.__main__ import COMMANDS, build_parser, main
+from codec.codefile import FORMAT_VERSION, CodeFile
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "codec", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=600)
+
+
+def test_wav_round_trip_in_process(tmp_path, capsys):
+    wav = write_audio(tmp_path / "clip.wav", music_clip(1.3), 24000)
+    assert main(["encode", str(wav), str(tmp_path / "clip.npz"), "--n-q", "4"]) == 0
+    code_file = CodeFile.load(tmp_path / "clip.npz")
+    assert code_file.codes.shape == (4, 33) and code_file.codes.dtype == np.int16
+    assert (code_file.n_q, code_file.version, code_file.model) == (4, FORMAT_VERSION, "tiny")
+    assert (code_file.original_length, code_file.original_sample_rate, code_file.sample_rate) == (31200, 24000, 24000)
+    assert code_file.frame_rate == 25.0
+    assert main(["decode", str(tmp_path / "clip.npz"), str(tmp_path / "out.wav")]) == 0
+    audio, rate = sf.read(tmp_path / "out.wav", always_2d=True)
+    assert rate == 24000 and audio.shape == (31200, 1)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_stereo_flac_44k_round_trip_subprocess(tmp_path):
+    flac = write_audio(tmp_path / "stereo.flac", music_clip(1.1, sample_rate=44100, channels=2), 44100)
+    result = run_cli("encode", flac, tmp_path / "stereo.npz", "--bitrate", "1000")
+    assert result.returncode == 0, result.stderr
+    code_file = CodeFile.load(tmp_path / "stereo.npz")
+    assert code_file.codes.shape == (4, 28)  # ceil(ceil(48510 * 24000 / 44100) / 960) = ceil(26400 / 960)
+    assert (code_file.original_sample_rate, code_file.original_channels, code_file.original_length) == (44100, 2, 48510)
+    result = run_cli("decode", tmp_path / "stereo.npz", tmp_path / "back.flac")
+    assert result.returncode == 0, result.stderr
+    info = sf.info(tmp_path / "back.flac")
+    assert (info.samplerate, info.channels, info.frames) == (44100, 1, 48510)  # original rate and length, mono
+
+
+def test_corrupt_and_missing_files_fail_with_one_line(tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    for args in (("encode", corrupt, tmp_path / "x.npz"), ("encode", tmp_path / "missing.flac", tmp_path / "x.npz"),
+                 ("decode", corrupt, tmp_path / "x.wav")):
+        result = run_cli(*args)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert Path(args[1]).name in lines[0]
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_bad_bitrate_is_a_user_error(tmp_path, capsys):
+    wav = write_audio(tmp_path / "clip.wav", music_clip(0.5), 24000)
+    assert main(["encode", str(wav), str(tmp_path / "x.npz"), "--bitrate", "300"]) == 1
+    assert "valid bitrates" in capsys.readouterr().err
+
+
+def test_help_comes_from_signature_and_docstring(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "Encode an audio file into a code file" in text
+    for option in ("--n-q", "--bitrate", "--model", "--device", "input", "output"):
+        assert option in text
+    assert "averaged to mono" in text  # per-argument help from the Args: section
+
+
+def test_lazy_commands_are_imported_only_when_selected():
+    commands = {"encode": COMMANDS["encode"], "later": "no_such_module_for_tests:run"}
+    parser = build_parser(commands)  # listing does not import the lazy command
+    assert parser.parse_args(["encode", "a.wav", "b.npz"]).n_q is None
+    with pytest.raises(ModuleNotFoundError):
+        build_parser(commands, selected="later")

@@ -1,0 +1,183 @@
+"""Codec inference API: shapes, bitrates, input handling, split/batch-independent codes, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from utils import music_clip
+
+from codec import Codec
+from codec.builders import build_generator, build_teacher
+from codec.checkpoint import CONFIG_FILE, MODEL_FILE, TEACHER_FILE
+from codec.config import load_codec_config
+
+# A small chunk grid keeps most tests fast; the 60 s acceptance test uses the shipped 10 s grid.
+SMALL_GRID = ["inference.chunk_seconds=1", "inference.context_seconds=0.4", "inference.window_seconds=2"]
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return Codec.from_pretrained("tiny", overrides=SMALL_GRID)
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return (a == b).float().mean().item()
+
+
+def test_ten_seconds_gives_250_frames_of_8_codes():
+    codec = Codec.from_pretrained("tiny")
+    codes = codec.encode(music_clip(10.0)[:, 0], sample_rate=24000)
+    assert codes.shape == (1, 8, 250) and codes.dtype == torch.int16
+    assert codes.min() >= 0 and codes.max() < 1024
+    assert (codec.sample_rate, codec.frame_rate, codec.hop_length, codec.n_codebooks) == (24000, 25.0, 960, 8)
+    audio = codec.decode(codes)
+    assert audio.shape == (1, 1, 250 * 960) and torch.isfinite(audio).all()
+
+
+def test_bitrate_maps_to_layers(codec):
+    assert codec.bitrate_per_layer == 250
+    assert codec.resolve_n_q(bitrate=2000) == 8 and codec.resolve_n_q(bitrate=1000) == 4
+    assert codec.resolve_n_q() == 8 and codec.resolve_n_q(n_q=3) == 3
+    with pytest.raises(ValueError, match="250, 500, 750, 1000, 1250, 1500, 1750, 2000"):
+        codec.resolve_n_q(bitrate=300)
+    with pytest.raises(ValueError, match="n_q"):
+        codec.resolve_n_q(n_q=9)
+    with pytest.raises(ValueError, match="disagree"):
+        codec.resolve_n_q(n_q=2, bitrate=1000)
+
+
+def test_fewer_layers_are_a_prefix(codec):
+    x = music_clip(3.0, seed=1)[:, 0]
+    full = codec.encode(x, 24000)
+    four = codec.encode(x, 24000, bitrate=1000)
+    assert four.shape == (1, 4, 75)
+    assert agreement(four, full[:, :4]) >= 0.99
+    assert codec.decode(four).shape == (1, 1, 75 * 960)
+    assert codec.decode(full, n_q=4).shape == (1, 1, 75 * 960)
+
+
+def test_input_layouts_rates_and_channels(codec):
+    mono = music_clip(1.5, seed=2)[:, 0]
+    ref = codec.encode(mono, 24000)
+    assert ref.shape == (1, 8, 38)
+    assert torch.equal(codec.encode(torch.from_numpy(mono)[None], 24000), ref)  # [C, N] tensor
+    assert torch.equal(codec.encode(mono[None, None], 24000), ref)  # [B, C, N] numpy
+    stereo = music_clip(1.5, channels=2, seed=3).T  # [2, N]
+    downmixed = codec.encode(stereo.mean(axis=0), 24000)
+    assert torch.equal(codec.encode(stereo, 24000), downmixed)  # downmix = mean of channels
+    clip_44k = music_clip(1.2, sample_rate=44100, seed=4).T
+    assert codec.encode(clip_44k, 44100).shape == (1, 8, codec.num_frames(clip_44k.shape[-1], 44100))
+    assert codec.num_frames(clip_44k.shape[-1], 44100) == 30  # ceil(28800 / 960)
+    with pytest.raises(ValueError, match="channels first"):
+        codec.encode(music_clip(1.0, channels=2), 24000)  # [N, C]
+
+
+def test_split_independent_codes(codec):
+    x = music_clip(6.5, seed=5)[:, 0]
+    per_window = {w: Codec.from_pretrained("tiny", overrides=[*SMALL_GRID, f"inference.window_seconds={w}"])
+                  for w in (1, 3)}
+    assert per_window[1]._grid() == (25, 10, 1) and per_window[3]._grid() == (25, 10, 3)
+    one, three = (per_window[w].encode(x, 24000) for w in (1, 3))
+    assert one.shape == (1, 8, 163)
+    assert agreement(one, three) >= 0.99
+
+
+@pytest.mark.slow
+def test_split_independent_codes_on_sixty_seconds():
+    x = music_clip(60.0, seed=5)[:, 0]
+    short = Codec.from_pretrained("tiny", overrides=["inference.window_seconds=10"]).encode(x, 24000)
+    long = Codec.from_pretrained("tiny", overrides=["inference.window_seconds=30"]).encode(x, 24000)
+    assert short.shape == (1, 8, 1500)
+    assert agreement(short, long) >= 0.99
+
+
+def test_batched_tracks_equal_each_alone(codec):
+    a, b = music_clip(2.3, seed=6)[:, 0], music_clip(1.2, seed=7)[:, 0]
+    alone_a, alone_b = codec.encode(a, 24000), codec.encode(b, 24000)
+    listed = codec.encode([a, b], 24000)
+    assert listed.shape == (2, 8, alone_a.shape[-1])
+    assert agreement(listed[:1], alone_a) >= 0.99
+    assert agreement(listed[1:, :, :alone_b.shape[-1]], alone_b) >= 0.99
+    assert (listed[1, :, alone_b.shape[-1]:] == -1).all()  # padding past the shorter track
+    padded = np.zeros((2, 1, a.shape[0]), np.float32)
+    padded[0, 0], padded[1, 0, :b.shape[0]] = a, b
+    padded[1, 0, b.shape[0]:] = 0.5  # garbage past `lengths` must be ignored
+    batched = codec.encode(padded, 24000, lengths=[a.shape[0], b.shape[0]])
+    assert torch.equal(batched, listed)
+
+
+def test_reference_mode_uses_non_overlapping_chunks():
+    codec = Codec.from_pretrained("tiny", overrides=["inference.mode=reference"])
+    assert codec._grid() == (250, 0, 3)
+    codes = codec.encode(music_clip(11.0, seed=8)[:, 0], 24000)
+    assert codes.shape == (1, 8, 275) and codes.min() >= 0
+
+
+def test_chunked_decode_matches_whole_decode(codec):
+    codes = codec.encode(music_clip(2.5, seed=9)[:, 0], 24000)
+    with torch.no_grad():
+        whole = codec.generator.decode(codes.long())
+    torch.testing.assert_close(codec.decode(codes), whole, atol=1e-4 * whole.abs().max().item(), rtol=0)
+
+
+def test_save_pretrained_round_trip(codec, tmp_path):
+    x = music_clip(1.5, seed=10)[:, 0]
+    before = codec.encode(x, 24000)
+    path = codec.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in path.iterdir()) == sorted([CONFIG_FILE, MODEL_FILE, TEACHER_FILE])
+    loaded = Codec.from_pretrained(path)
+    assert load_codec_config(path / CONFIG_FILE) == loaded.config
+    assert torch.equal(loaded.encode(x, 24000), before)
+    torch.testing.assert_close(loaded.decode(before), codec.decode(before))
+
+
+def test_published_teacher_is_not_stored(tmp_path):
+    cfg = load_codec_config("tiny", ["teacher.source=pretrained", "teacher.model_id=OpenMuQ/MuQ-large-msd-iter"])
+    codec = Codec(build_generator(cfg), cfg)
+    codec.save_pretrained(tmp_path)
+    assert not (tmp_path / TEACHER_FILE).exists()
+    assert "OpenMuQ/MuQ-large-msd-iter" in (tmp_path / CONFIG_FILE).read_text()
+    loaded = Codec.from_pretrained(tmp_path)  # decode works without ever loading MuQ
+    assert loaded.teacher is None
+    assert loaded.decode(torch.zeros(1, 8, 5, dtype=torch.int16)).shape == (1, 1, 5 * 960)
+
+
+def test_teacher_is_untouched_by_codec_and_not_trainable():
+    cfg = load_codec_config("tiny", SMALL_GRID)
+    teacher = build_teacher(cfg)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    codec = Codec(build_generator(cfg), cfg, teacher=teacher)
+    codec.train()
+    codec.encode(music_clip(1.0, seed=11)[:, 0], 24000)
+    after = teacher.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    assert not any(n.startswith("teacher") for n, _ in codec.generator.named_parameters())
+
+
+def test_decode_rejects_bad_codes(codec):
+    with pytest.raises(ValueError, match=r"\[0, 1024\)"):
+        codec.decode(torch.full((1, 8, 3), 1024))
+    with pytest.raises(ValueError, match="K <= 8"):
+        codec.decode(torch.zeros(1, 9, 3, dtype=torch.long))
+
+
+def test_unknown_model_name():
+    with pytest.raises(FileNotFoundError, match="tiny"):
+        Codec.from_pretrained("no-such-model")
+
+
+@pytest.mark.slow
+def test_mlflow_runs_uri(tmp_path, mlflow_sqlite):
+    import mlflow
+
+    codec = Codec.from_pretrained("tiny", overrides=SMALL_GRID)
+    codec.save_pretrained(tmp_path / "ckpt")
+    experiment = mlflow.create_experiment("codec-uri", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_artifacts(str(tmp_path / "ckpt"), artifact_path="codec")
+    loaded = Codec.from_pretrained(f"runs:/{run.info.run_id}/codec")
+    x = music_clip(1.0, seed=12)[:, 0]
+    assert torch.equal(loaded.encode(x, 24000), codec.encode(x, 24000))
