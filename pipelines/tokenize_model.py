@@ -9,9 +9,12 @@ dir or a preset name).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+LOGGED_MODEL_RE = re.compile(r"^models:/m-[0-9a-f]+$")
 
 
 @dataclass(frozen=True)
@@ -95,9 +98,11 @@ def resolve_model(uri: str, mlflow_uri: str | None = None) -> ModelRef:
                 if not found:
                     raise LookupError(f"registered model {name!r} has no version in stage {ver!r}")
                 mv = found[0]
+        model_id = getattr(mv, "model_id", None) or None
+        if model_id is None and LOGGED_MODEL_RE.match(mv.source or ""):  # registered from a logged model
+            model_id = mv.source[len("models:/"):]
         return ModelRef(uri=uri, load_uri=f"models:/{mv.name}/{mv.version}", kind="registry", name=mv.name,
-                        version=str(mv.version), run_id=mv.run_id or None,
-                        model_id=getattr(mv, "model_id", None) or None)
+                        version=str(mv.version), run_id=mv.run_id or None, model_id=model_id)
     path = Path(uri)
     if path.is_dir():
         path = path.resolve()
