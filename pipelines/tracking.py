@@ -209,7 +209,7 @@ class RunLogger:
 
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(self.registry_uri)
-        self.skip_until: dict[str, int] = {}
+        self.skip_through = -1
 
     def start(self) -> None:
         """Mark the run as running (also when it is resumed after finishing or failing)."""
@@ -220,26 +220,28 @@ class RunLogger:
         self.client.set_terminated(self.run_id, status=status)
 
     def resume_from_history(self, keys: Iterable[str]) -> int:
-        """Remember the last logged step of each metric key; later calls skip steps up to it.
+        """Skip every metric at or before the last step already logged for any of ``keys``.
+
+        A restarted worker replays the steps after its checkpoint; those were logged by the failed
+        attempt, so they are not logged again and each metric's step sequence stays strictly increasing.
 
         Returns:
             The largest step already logged for any of ``keys`` (-1 when none).
         """
-        last = -1
         for key in keys:
             history = self.client.get_metric_history(self.run_id, key)
             if history:
-                self.skip_until[key] = max(m.step for m in history)
-                last = max(last, self.skip_until[key])
-        return last
+                self.skip_through = max(self.skip_through, max(m.step for m in history))
+        return self.skip_through
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        """Log float metrics at ``step`` in one batch (keys already logged at or after ``step`` skipped)."""
+        """Log float metrics at ``step`` in one batch (nothing when ``step`` was logged before a restart)."""
         from mlflow.entities import Metric
 
+        if step <= self.skip_through:
+            return
         ts = int(time.time() * 1000)
-        batch = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()
-                 if step > self.skip_until.get(k, -1)]
+        batch = [Metric(k, float(v), ts, int(step)) for k, v in metrics.items()]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(self.run_id, metrics=batch[i:i + 1000])
 

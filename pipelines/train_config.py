@@ -44,7 +44,9 @@ class LoaderSection:
 
     ``source: shards`` reads the WebDataset shards of the ``data`` section (``pipelines.data``, train and
     validation splits by track hash); ``source: synthetic`` makes ``num_synthetic`` seeded music-like
-    clips per split in memory (smoke runs, benchmarks). ``batch_size`` is per worker.
+    clips per split in memory (smoke runs, benchmarks). ``batch_size`` is per worker. ``materialize``
+    computes the train set once before training (small smoke datasets only: every epoch then replays
+    the same segments).
     """
 
     source: str = "synthetic"
@@ -52,6 +54,7 @@ class LoaderSection:
     val_batch_size: int = 2
     val_batches: int = 1
     num_synthetic: int = 16
+    materialize: bool = False
 
 
 @dataclass

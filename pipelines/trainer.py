@@ -95,16 +95,26 @@ def shard_datasets(cfg: DictConfig) -> dict[str, ray.data.Dataset]:
 
     The validation set is the first ``loader.val_batches * loader.val_batch_size`` held-out segments,
     computed once and materialized: every validation pass sees the same audio and no MuQ actor stays
-    reserved for it during training.
+    reserved for it during training. With ``loader.materialize`` (small smoke corpora) both splits come
+    from one materialized pass, so epochs replay the train set from the object store instead of re-running
+    the decode and MuQ stages.
     """
-    from pipelines.data import build_training_dataset
+    from pipelines.data import SplitFilter, add_semantic, build_segment_dataset, build_training_dataset
 
     dcfg = data_config(cfg)
     n_val = int(cfg.loader.val_batches) * int(cfg.loader.val_batch_size)
-    validation = build_training_dataset(dcfg, split="val").limit(n_val).materialize()
+    columns = ["audio", "semantic"]
+    if cfg.loader.materialize:
+        both = add_semantic(build_segment_dataset(dcfg, split=None), dcfg).materialize()
+        train = both.filter(SplitFilter("train", dcfg.val_fraction)).select_columns(columns).materialize()
+        validation = both.filter(SplitFilter("val", dcfg.val_fraction)).limit(n_val).select_columns(columns)
+    else:
+        train = build_training_dataset(dcfg, split="train")
+        validation = build_training_dataset(dcfg, split="val").limit(n_val)
+    validation = validation.materialize()
     if validation.count() == 0:
         raise ValueError(f"data.val_fraction: no validation segments in {list(dcfg.shards)}")
-    return {"train": build_training_dataset(dcfg, split="train"), "validation": validation}
+    return {"train": train, "validation": validation}
 
 
 def build_datasets(cfg: DictConfig) -> dict[str, ray.data.Dataset]:

@@ -1,0 +1,86 @@
+"""``jobs.train`` as users run it: config errors before any Ray work, and a real ``ray job submit``."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("override, key", [("scaling.num_workers=0", "scaling.num_workers"),
+                                           ("schedule.max_stepz=3", "schedule.max_stepz"),
+                                           ("scaling.cpus_per_worker=lots", "scaling.cpus_per_worker")])
+def test_bad_config_fails_before_ray(tmp_path, override, key):
+    proc = subprocess.run([sys.executable, "-m", "jobs.train", "--config", "configs/train/tiny_cpu.yaml", override],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI":
+                               f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    assert proc.returncode == 2, proc.stderr
+    assert f"invalid training config: {key}:" in proc.stderr
+    assert "Ray" not in proc.stdout + proc.stderr  # nothing started
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run either
+
+
+def cluster_script(port: int, dashboard_port: int, entrypoint: str) -> str:
+    """Bash: start a loopback head node, submit the job, always ``ray stop`` (trap)."""
+    return f"""
+set -euo pipefail
+trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
+ray start --head --node-ip-address 127.0.0.1 --port {port} --dashboard-host 127.0.0.1 \\
+    --dashboard-port {dashboard_port} --num-cpus 2 --disable-usage-stats >/dev/null
+ray job submit --address http://127.0.0.1:{dashboard_port} --working-dir . -- {entrypoint}
+"""
+
+
+@pytest.mark.slow
+def test_ray_job_submit_trains_and_registers(tmp_path, mlflow_sqlite):
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    tracking_uri = mlflow_sqlite  # absolute sqlite path, passed to the job as a config override
+    entrypoint = (f"python -m jobs.train --config configs/train/tiny_cpu.yaml loader.source=synthetic "
+                  f"loader.num_synthetic=8 schedule.max_steps=4 schedule.val_every=4 schedule.checkpoint_every=2 "
+                  f"run.name=submitted run.storage_path={tmp_path / 'ray_results'} "
+                  f"mlflow.tracking_uri={tracking_uri} mlflow.register_name=submitted-codec mlflow.alias=smoke")
+    script = cluster_script(free_port(), free_port(), entrypoint)
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+           # Token auth on our own throwaway cluster: the CLI and the cluster share this token.
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env.pop("RAY_ADDRESS", None)
+    # A private PID namespace scopes `ray stop` to this cluster (it kills Ray processes by name).
+    cmd = ["bash", "-c", script]
+    if shutil.which("unshare") and subprocess.run(["unshare", "--fork", "--pid", "--mount-proc", "true"],
+                                                  capture_output=True).returncode == 0:
+        cmd = ["unshare", "--fork", "--pid", "--mount-proc", "--kill-child", *cmd]
+    else:
+        pytest.skip("needs `unshare --pid` so that `ray stop` cannot stop other Ray clusters on this machine")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert "succeeded" in out, out[-5000:]
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    (version,) = client.search_model_versions("name='submitted-codec'")
+    assert client.get_model_version_by_alias("submitted-codec", "smoke").version == version.version
+    run = client.get_run(version.run_id)
+    assert run.info.run_name == "submitted" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_g")] == [1, 2, 3, 4]
+    local = Path(download_artifacts(f"models:/submitted-codec/{version.version}", tracking_uri=tracking_uri,
+                                    dst_path=str(tmp_path / "model")))
+    assert {"model.safetensors", "config.yaml", "teacher.safetensors"} <= {p.name for p in local.iterdir()}
