@@ -99,12 +99,18 @@ class SegmentStage:
     Args:
         spec: segment geometry, thresholds and seed.
         epoch: mixed into the per-key seed.
+        torch_threads: intra-op threads for resampling (1, as in DataLoader workers: parallelism comes
+            from the tasks).
     """
 
-    def __init__(self, spec: SegmentSpec, epoch: int = 0):
-        self.spec, self.epoch = spec, epoch
+    def __init__(self, spec: SegmentSpec, epoch: int = 0, torch_threads: int = 1):
+        self.spec, self.epoch, self.torch_threads = spec, epoch, torch_threads
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        import torch
+
+        if torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
         L = self.spec.length
         keys, starts, audio, reasons, details = [], [], [], [], []
         for key, data, reason, detail in zip(batch["key"], batch["audio"], batch["skip_reason"], batch["detail"],
@@ -219,7 +225,7 @@ def build_segment_dataset(cfg: DataConfig, split: str | None = "train", epoch: i
     ds = read_shards(resolve_shards(cfg), cfg)
     ds = ds.map(normalize_sample, num_cpus=cfg.cpu.read_num_cpus)
     ds = ds.filter(SplitFilter(split, cfg.val_fraction), num_cpus=cfg.cpu.read_num_cpus)
-    ds = ds.map_batches(SegmentStage(segment_spec(cfg), epoch), batch_size=cfg.cpu.batch_size,
+    ds = ds.map_batches(SegmentStage(segment_spec(cfg), epoch, cfg.cpu.torch_threads), batch_size=cfg.cpu.batch_size,
                         batch_format="numpy", num_cpus=cfg.cpu.num_cpus)
     if not keep_skipped:
         ds = ds.map_batches(drop_skipped, batch_format="numpy", num_cpus=cfg.cpu.read_num_cpus)

@@ -81,6 +81,7 @@ class CpuStageConfig:
     num_cpus: float = 0.5
     batch_size: int = 4
     read_num_cpus: float = 0.25
+    torch_threads: int = 1
 
 
 @dataclass
