@@ -1,0 +1,214 @@
+"""Typed config of the evaluation job (``jobs/evaluate.py``).
+
+YAML file -> :func:`load_evaluate_config` (structured omegaconf merge + dotlist overrides + checks) ->
+:class:`EvaluateConfig`. Every bad key or value fails here, before any Ray work, with a message that
+names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pipelines.storage import StorageConfig
+from pipelines.tokenize_config import MODEL_URI_RE, PRESETS
+
+VISQOL_MODES = ("auto", "on", "off")
+BASELINE_ENCODERS = ("auto", "libsndfile", "ffmpeg")
+
+
+class EvaluateConfigError(ValueError):
+    """A bad evaluation config; the message names the offending key."""
+
+
+@dataclass
+class MetricsConfig:
+    """What is measured on every track.
+
+    Attributes:
+        n_q: RVQ layer counts to reconstruct with (each <= the model's ``n_codebooks``).
+        visqol: "auto" (ViSQOL audio mode when ``visqol-python`` is installed, else reported absent),
+            "on" (fail early when it is not installed) or "off".
+        max_seconds: evaluate only the first ``max_seconds`` of each track (None = whole tracks).
+        min_seconds: tracks shorter than this are skipped (reported as ``too_short``).
+    """
+
+    n_q: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    visqol: str = "auto"
+    max_seconds: float | None = None
+    min_seconds: float = 0.5
+
+
+@dataclass
+class BaselineConfig:
+    """Opus baseline: the same tracks through Opus at fixed bitrates.
+
+    Attributes:
+        enabled: run the baseline (skipped, and said so, when no Opus encoder is available).
+        kbps: target bitrates in kbps (mono).
+        include_lowest: also the lowest bitrate the encoder supports (6 kbps for libsndfile, 0.5 for ffmpeg).
+        encoder: "auto" (libsndfile when it has Opus, else ffmpeg with libopus), "libsndfile" or "ffmpeg".
+    """
+
+    enabled: bool = True
+    kbps: list[float] = field(default_factory=lambda: [6.0])
+    include_lowest: bool = True
+    encoder: str = "auto"
+
+
+@dataclass
+class ComputeConfig:
+    """Ray Data actor pool (one model per actor, one shard per call).
+
+    Attributes:
+        actors: actor-pool size.
+        num_cpus: CPUs reserved per actor.
+        num_gpus: GPUs per actor (0 on CPU).
+        torch_threads: intra-op threads per actor; None uses ``num_cpus``.
+        device: "auto" (cuda when the actor has a GPU), "cpu" or "cuda".
+    """
+
+    actors: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    torch_threads: int | None = None
+    device: str = "auto"
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow run of the evaluation (also where ``models:/`` and ``runs:/`` URIs are looked up).
+
+    Attributes:
+        enabled: log an MLflow run (metrics, eval.json, plot, audio examples, link to the model version).
+        tracking_uri: None = ``MLFLOW_TRACKING_URI`` or ``sqlite:///mlflow.db``.
+        experiment: experiment name.
+        run_name: None = "eval-<model>".
+        audio_examples: tracks whose original and reconstructions are logged as audio.
+        example_seconds: length of each logged example.
+    """
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment: str = "evaluation"
+    run_name: str | None = None
+    audio_examples: int = 2
+    example_seconds: float = 10.0
+
+
+@dataclass
+class EvaluateConfig:
+    """Evaluate a codec on WebDataset shards of whole tracks.
+
+    Attributes:
+        model: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``models:/MODEL_ID``, ``runs:/RUN_ID/PATH``,
+            a checkpoint dir, or the "tiny"/"debug" preset.
+        shards: shard dir/prefix, glob or brace pattern, local or ``s3://``.
+        output: where ``eval.json``, ``eval_table.txt`` and ``rate_distortion.png`` go (local or ``s3://``).
+        max_tracks: evaluate at most this many tracks per shard (None = all).
+        progress: show a progress bar.
+        ray_address: None = ``RAY_ADDRESS`` or an embedded local Ray.
+    """
+
+    model: str = MISSING
+    shards: str = MISSING
+    output: str = "outputs/eval"
+    max_tracks: int | None = None
+    progress: bool = True
+    ray_address: str | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def load_evaluate_config(path: str | Path | None = None, overrides: list[str] | None = None) -> EvaluateConfig:
+    """Load and check an evaluation config.
+
+    Args:
+        path: YAML file (keys of :class:`EvaluateConfig`), or None for the defaults.
+        overrides: omegaconf dotlist, e.g. ``["model=models:/codec@prod", "metrics.n_q=[1,8]"]``.
+
+    Returns:
+        The checked config object.
+
+    Raises:
+        EvaluateConfigError: unknown key, wrong type, missing or bad value; the message names the key.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    try:
+        cfg = OmegaConf.structured(EvaluateConfig)
+        if path is not None:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no such config file: {path}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(str(path)))
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        msg = str(e).splitlines()[0]
+        raise EvaluateConfigError(f"evaluate config key '{key}': {msg}") from None
+    check_evaluate_config(obj)
+    return obj
+
+
+def _fail(key: str, msg: str) -> None:
+    raise EvaluateConfigError(f"evaluate config key '{key}': {msg}")
+
+
+def check_evaluate_config(cfg: EvaluateConfig) -> None:
+    """Value checks that types alone don't catch. Raises EvaluateConfigError naming the key."""
+    m = cfg.model.strip()
+    if not m:
+        _fail("model", "empty")
+    if m.startswith(("models:/", "runs:/")):
+        if not MODEL_URI_RE.match(m):
+            _fail("model", f"{m!r} is not models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID "
+                           "or runs:/RUN_ID/PATH")
+    elif m not in PRESETS and "://" not in m and not Path(m).is_dir():
+        _fail("model", f"{m!r} is not an MLflow model URI, a preset {PRESETS} or an existing checkpoint dir")
+    if not cfg.shards.strip():
+        _fail("shards", "empty")
+    if not cfg.output.strip():
+        _fail("output", "empty")
+    if cfg.max_tracks is not None and cfg.max_tracks < 1:
+        _fail("max_tracks", f"{cfg.max_tracks} < 1")
+    mt = cfg.metrics
+    if not mt.n_q:
+        _fail("metrics.n_q", "empty")
+    if any(not 1 <= q <= 64 for q in mt.n_q) or len(set(mt.n_q)) != len(mt.n_q):
+        _fail("metrics.n_q", f"{list(mt.n_q)} must be distinct layer counts in 1..64")
+    if mt.visqol not in VISQOL_MODES:
+        _fail("metrics.visqol", f"{mt.visqol!r} not in {'/'.join(VISQOL_MODES)}")
+    if mt.max_seconds is not None and mt.max_seconds <= 0:
+        _fail("metrics.max_seconds", f"{mt.max_seconds} <= 0")
+    if mt.min_seconds < 0:
+        _fail("metrics.min_seconds", f"{mt.min_seconds} < 0")
+    b = cfg.baseline
+    if any(not 0.5 <= k <= 512 for k in b.kbps):
+        _fail("baseline.kbps", f"{list(b.kbps)}: Opus bitrates are 0.5..512 kbps")
+    if b.encoder not in BASELINE_ENCODERS:
+        _fail("baseline.encoder", f"{b.encoder!r} not in {'/'.join(BASELINE_ENCODERS)}")
+    c = cfg.compute
+    if c.actors < 1:
+        _fail("compute.actors", f"{c.actors} < 1")
+    if c.num_cpus <= 0:
+        _fail("compute.num_cpus", f"{c.num_cpus} <= 0")
+    if c.num_gpus < 0:
+        _fail("compute.num_gpus", f"{c.num_gpus} < 0")
+    if c.torch_threads is not None and c.torch_threads < 1:
+        _fail("compute.torch_threads", f"{c.torch_threads} < 1")
+    if c.device not in ("auto", "cpu", "cuda"):
+        _fail("compute.device", f"{c.device!r} not in auto/cpu/cuda")
+    t = cfg.tracking
+    if not t.experiment.strip():
+        _fail("tracking.experiment", "empty")
+    if t.audio_examples < 0:
+        _fail("tracking.audio_examples", f"{t.audio_examples} < 0")
+    if t.example_seconds <= 0:
+        _fail("tracking.example_seconds", f"{t.example_seconds} <= 0")
