@@ -167,8 +167,10 @@ def test_registered_model_whole_tracks_mixed_rates(ray_local, mlflow_sqlite, tin
 
 def job_env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RAY_ADDRESS"):
+    # RAY_ADDRESS=local: the job's ray.init() starts its own embedded Ray even if another `ray start`
+    # cluster runs on this machine (ray.init() with no address would join that one).
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), RAY_ADDRESS="local")
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(k, None)
     return env
 

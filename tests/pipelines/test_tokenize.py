@@ -15,6 +15,7 @@ from utils import music_clip
 
 from pipelines import tokenize_io as tio
 from pipelines.tokenize import ShardTokenizer, Track, codebook_counts, length_batches
+from pipelines.tokenize_decode import decode_shard
 from pipelines.tokenize_stats import build_stats, layer_stats
 
 
@@ -133,6 +134,11 @@ def test_shard_tokenizer_skips_corrupt_track_and_completes_the_shard(tiny_stage,
     first = (out / "part-000000.tar").read_bytes()
     stage({"shard": np.array([str(shard)])})
     assert (out / "part-000000.tar").read_bytes() == first
+
+    (wav,) = decode_shard(str(out / "part-000000.tar"), tmp_path / "decoded", keys=["b"], mlflow_uri="sqlite:///:memory:")
+    back, back_rate = sf.read(wav)
+    assert wav.name == "b.wav" and back_rate == 44100 and back.ndim == 1
+    assert abs(len(back) - round(2.3 * 44100)) <= 1
 
 
 def test_shard_tokenizer_reports_unreadable_shard(tiny_stage, tmp_path):

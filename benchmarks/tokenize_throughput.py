@@ -1,0 +1,190 @@
+"""Tokenization throughput and memory.
+
+1. Audio-seconds tokenized per second by the Ray job (``run_tokenize``: actor pool, whole shards) beside
+   a bare in-process loop (``Codec.encode`` over the same decoded tracks, same thread count), and the
+   ratio.
+2. Peak RSS of tokenizing one shard holding a single 1-minute vs 60-minute track (each in a fresh
+   subprocess running the ShardTokenizer stage without Ray: read + decode + encode + write).
+
+    python benchmarks/tokenize_throughput.py --tracks 6 --seconds 30 --threads 2 --rss-minutes 1 60
+
+Prints a JSON report (and a short table) to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipelines import tokenize_io as tio  # noqa: E402
+from pipelines.synthetic import music_clip  # noqa: E402
+
+RATE, CHANNELS = 44100, 2
+
+
+def flac_bytes(seconds: float, seed: int) -> bytes:
+    """A 44.1 kHz stereo FLAC of music-like audio, generated a minute at a time to bound memory."""
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", RATE, CHANNELS, format="FLAC") as f:
+        left, i = seconds, 0
+        while left > 0:
+            part = min(60.0, left)
+            f.write(music_clip(part, RATE, CHANNELS, seed=seed * 1000 + i))
+            left -= part
+            i += 1
+    return buf.getvalue()
+
+
+def write_corpus(root: Path, tracks: int, seconds: float, per_shard: int) -> list[Path]:
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s in range(0, tracks, per_shard):
+        members = {}
+        for i in range(s, min(s + per_shard, tracks)):
+            members[f"track{i:04d}.flac"] = flac_bytes(seconds, seed=i)
+        path = root / f"bench-{s // per_shard:06d}.tar"
+        path.write_bytes(tio.tar_bytes(members))
+        paths.append(path)
+    return paths
+
+
+def bench_ray(inp: Path, out: Path, threads: int) -> dict:
+    import ray
+
+    from pipelines.tokenize_config import load_tokenize_config
+    from pipelines.tokenize_driver import run_tokenize
+
+    ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = load_tokenize_config(None, ["model=tiny", f"input={inp}", f"output={out}", "progress=false",
+                                          "tracking.enabled=false", f"compute.num_cpus={threads}",
+                                          f"compute.torch_threads={threads}", "compute.actors=1"])
+        t0 = time.perf_counter()
+        result = run_tokenize(cfg, log=lambda _: None)
+        wall = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+    return {"audio_seconds": result.seconds, "wall_s": wall, "pipeline_s": result.elapsed,
+            "audio_s_per_s": result.seconds / wall}
+
+
+def bench_bare(shards: list[Path], threads: int) -> dict:
+    import torch
+
+    from codec import Codec
+    from pipelines.tokenize import decode_track
+
+    torch.set_num_threads(threads)
+    codec = Codec.from_pretrained("tiny")
+    tracks = []
+    for shard in shards:
+        with open(shard, "rb") as f:
+            tracks += [decode_track(s) for s in tio.iter_samples(f)]
+    codec.encode(tracks[0].audio[:, :RATE], sample_rate=RATE)  # build the teacher outside the timing
+    seconds = sum(t.seconds for t in tracks)
+    t0 = time.perf_counter()
+    for t in tracks:
+        codec.encode(t.audio, sample_rate=t.sample_rate)
+    wall = time.perf_counter() - t0
+    return {"audio_seconds": seconds, "wall_s": wall, "audio_s_per_s": seconds / wall}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process (VmHWM; unlike ru_maxrss it is not inherited across fork+exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_child(minutes: float, threads: int) -> None:
+    """Subprocess body: tokenize one shard with one track of ``minutes`` and print peak RSS (MiB)."""
+    import torch
+
+    from pipelines.tokenize import ShardTokenizer
+
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        shard = write_corpus(Path(tmp) / "in", 1, minutes * 60, 1)[0]
+        before = peak_rss_mib()
+        model = {"uri": "tiny", "load_uri": "tiny", "kind": "preset", "name": None, "version": "preset:tiny"}
+        stage = ShardTokenizer(model, str(Path(tmp) / "out"), "bench", torch_threads=threads)
+        t0 = time.perf_counter()
+        row = stage({"shard": np.array([str(shard)])})
+        wall = time.perf_counter() - t0
+        assert row["ok"][0], row["error"][0]
+        peak = peak_rss_mib()
+    print(json.dumps({"minutes": minutes, "peak_rss_mib": round(peak, 1), "rss_after_corpus_mib": round(before, 1),
+                      "wall_s": round(wall, 1), "audio_s_per_s": round(minutes * 60 / wall, 2)}))
+
+
+def measure_rss(minutes: float, threads: int, timeout: float) -> dict:
+    """Run :func:`rss_child` in a subprocess, polling its VmHWM from outside. A child still running after
+    ``timeout`` s is stopped; its peak so far is reported with ``completed: false`` (the peak is reached
+    while decoding and resampling the whole track, before the window loop)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, __file__, "--rss-child", str(minutes), "--threads", str(threads)],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    peak, t0 = 0.0, time.perf_counter()
+    while proc.poll() is None and time.perf_counter() - t0 < timeout:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                peak = max([peak] + [int(x.split()[1]) / 1024 for x in f if x.startswith("VmHWM:")])
+        except OSError:
+            pass
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+        return {"minutes": minutes, "peak_rss_mib": round(peak, 1), "completed": False,
+                "observed_s": round(time.perf_counter() - t0, 1)}
+    out = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    return {**out, "completed": True}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tracks", type=int, default=6)
+    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--per-shard", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rss-minutes", type=float, nargs="*", default=[1.0, 60.0])
+    p.add_argument("--rss-timeout", type=float, default=3600.0, help="stop an RSS run after this many seconds")
+    p.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.rss_child is not None:
+        rss_child(args.rss_child, args.threads)
+        return
+    report: dict = {"threads": args.threads, "tracks": args.tracks, "track_seconds": args.seconds,
+                    "input": f"{RATE} Hz stereo FLAC", "model": "tiny"}
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = write_corpus(Path(tmp) / "in", args.tracks, args.seconds, args.per_shard)
+        report["bare"] = bench_bare(shards, args.threads)
+        report["ray"] = bench_ray(Path(tmp) / "in", Path(tmp) / "out", args.threads)
+    report["ray_over_bare"] = report["ray"]["audio_s_per_s"] / report["bare"]["audio_s_per_s"]
+    report["rss"] = [measure_rss(m, args.threads, args.rss_timeout) for m in args.rss_minutes]
+    print(json.dumps(report, indent=1))
+    print(f"bare loop: {report['bare']['audio_s_per_s']:.2f} audio-s/s | Ray job: {report['ray']['audio_s_per_s']:.2f} "
+          f"audio-s/s (incl. actor start) | ratio {report['ray_over_bare']:.2f}")
+    for r in report["rss"]:
+        speed = f"{r['audio_s_per_s']:.2f} audio-s/s" if r["completed"] else f"stopped after {r['observed_s']} s"
+        print(f"{r['minutes']:g}-min track: peak RSS {r['peak_rss_mib']:.0f} MiB ({speed})")
+
+
+if __name__ == "__main__":
+    main()
