@@ -4,7 +4,8 @@
    a bare in-process loop (``Codec.encode`` over the same decoded tracks, same thread count), and the
    ratio.
 2. Peak RSS of tokenizing one shard holding a single 1-minute vs 60-minute track (each in a fresh
-   subprocess running the ShardTokenizer stage without Ray: read + decode + encode + write).
+   subprocess running the ShardTokenizer stage without Ray: read + decode + encode + write; the shard is
+   written beforehand by the parent).
 
     python benchmarks/tokenize_throughput.py --tracks 6 --seconds 30 --threads 2 --rss-minutes 1 60
 
@@ -112,25 +113,24 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_child(minutes: float, threads: int) -> None:
-    """Subprocess body: tokenize one shard with one track of ``minutes`` and print peak RSS (MiB)."""
+def rss_child(shard: str, minutes: float, threads: int) -> None:
+    """Subprocess body: tokenize ``shard`` (one track of ``minutes``) and print peak RSS (MiB)."""
     import torch
 
     from pipelines.tokenize import ShardTokenizer
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        shard = write_corpus(Path(tmp) / "in", 1, minutes * 60, 1)[0]
-        before = peak_rss_mib()
         model = {"uri": "tiny", "load_uri": "tiny", "kind": "preset", "name": None, "version": "preset:tiny"}
-        stage = ShardTokenizer(model, str(Path(tmp) / "out"), "bench", torch_threads=threads)
+        stage = ShardTokenizer(model, tmp, "bench", torch_threads=threads)
+        before = peak_rss_mib()
         t0 = time.perf_counter()
-        row = stage({"shard": np.array([str(shard)])})
+        row = stage({"shard": np.array([shard])})
         wall = time.perf_counter() - t0
         assert row["ok"][0], row["error"][0]
-        peak = peak_rss_mib()
-    print(json.dumps({"minutes": minutes, "peak_rss_mib": round(peak, 1), "rss_after_corpus_mib": round(before, 1),
-                      "wall_s": round(wall, 1), "audio_s_per_s": round(minutes * 60 / wall, 2)}))
+    print(json.dumps({"minutes": minutes, "peak_rss_mib": round(peak_rss_mib(), 1),
+                      "rss_after_model_load_mib": round(before, 1), "wall_s": round(wall, 1),
+                      "audio_s_per_s": round(minutes * 60 / wall, 2)}))
 
 
 def measure_rss(minutes: float, threads: int, timeout: float) -> dict:
@@ -138,8 +138,10 @@ def measure_rss(minutes: float, threads: int, timeout: float) -> dict:
     ``timeout`` s is stopped; its peak so far is reported with ``completed: false`` (the peak is reached
     while decoding and resampling the whole track, before the window loop)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, __file__, "--rss-child", str(minutes), "--threads", str(threads)],
-                            env=env, stdout=subprocess.PIPE, text=True)
+    tmp = tempfile.TemporaryDirectory()
+    shard = write_corpus(Path(tmp.name), 1, minutes * 60, 1)[0]
+    proc = subprocess.Popen([sys.executable, __file__, "--rss-child", str(minutes), "--shard", str(shard),
+                             "--threads", str(threads)], env=env, stdout=subprocess.PIPE, text=True)
     peak, t0 = 0.0, time.perf_counter()
     while proc.poll() is None and time.perf_counter() - t0 < timeout:
         try:
@@ -151,8 +153,10 @@ def measure_rss(minutes: float, threads: int, timeout: float) -> dict:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+        tmp.cleanup()
         return {"minutes": minutes, "peak_rss_mib": round(peak, 1), "completed": False,
                 "observed_s": round(time.perf_counter() - t0, 1)}
+    tmp.cleanup()
     out = json.loads(proc.stdout.read().strip().splitlines()[-1])
     return {**out, "completed": True}
 
@@ -166,9 +170,10 @@ def main() -> None:
     p.add_argument("--rss-minutes", type=float, nargs="*", default=[1.0, 60.0])
     p.add_argument("--rss-timeout", type=float, default=3600.0, help="stop an RSS run after this many seconds")
     p.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--shard", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rss_child is not None:
-        rss_child(args.rss_child, args.threads)
+        rss_child(args.shard, args.rss_child, args.threads)
         return
     report: dict = {"threads": args.threads, "tracks": args.tracks, "track_seconds": args.seconds,
                     "input": f"{RATE} Hz stereo FLAC", "model": "tiny"}
