@@ -8,7 +8,8 @@ Locally (embedded Ray, MLflow ``sqlite:///mlflow.db``)::
     python -m jobs.tokenize --config configs/tokenize/smoke.yaml input=demo/shards output=demo/tokens
 
 Overrides are omegaconf dotlist entries (``key=value``); ``--overwrite`` = ``overwrite=true``.
-Exit status: 0 done (or nothing to do), 1 some shards failed (rerun to retry), 2 bad config.
+Exit status: 0 done (or nothing to do), 1 some shards failed (rerun to retry), 2 bad config, unknown
+model, no input shards or an output made with another model/config.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from pipelines.tokenize_driver import run_tokenize
+    from mlflow.exceptions import MlflowException
 
-    result = run_tokenize(cfg)
+    from pipelines.tokenize_driver import OutputMismatchError, run_tokenize
+
+    try:
+        result = run_tokenize(cfg)
+    except (OutputMismatchError, FileNotFoundError, LookupError, MlflowException) as e:
+        print(f"error: {e}", file=sys.stderr)  # no input shards, output from another model, unknown model/alias
+        return 2
     return 0 if result.ok else 1
 
 

@@ -176,20 +176,37 @@ class ShardTokenizer:
                     skipped.append({"key": key, "reason": str(e)})
         return list(tracks.values()), skipped
 
-    def encode(self, tracks: list[Track]) -> None:
-        """Fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length."""
+    def encode(self, tracks: list[Track]) -> list[dict[str, str]]:
+        """Fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length.
+
+        A batch whose encode fails is retried track by track; a track that still fails is dropped from
+        ``tracks`` and returned as skipped ``{"key", "reason"}``.
+        """
+        skipped = []
+        for batch in length_batches(tracks, self.batch_size, self.batch_seconds):
+            try:
+                self._encode_batch(batch)
+            except Exception:  # noqa: BLE001  (isolate the bad track below)
+                for t in batch:
+                    try:
+                        self._encode_batch([t])
+                    except Exception as e:  # noqa: BLE001
+                        skipped.append({"key": t.key, "reason": f"encode_error: {type(e).__name__}: {e}"[:300]})
+        bad = {s["key"] for s in skipped}
+        tracks[:] = [t for t in tracks if t.key not in bad]
+        return skipped
+
+    def _encode_batch(self, batch: list[Track]) -> None:
         import torch
 
-        for batch in length_batches(tracks, self.batch_size, self.batch_seconds):
-            sr = batch[0].sample_rate
-            with torch.inference_mode():
-                codes = self.codec.encode([torch.from_numpy(t.audio) for t in batch], sample_rate=sr,
-                                          n_q=self.n_q)
-            for t, c in zip(batch, codes, strict=True):
-                c = c.cpu().numpy() if hasattr(c, "cpu") else np.asarray(c)
-                n = self.codec.num_frames(t.num_samples, t.sample_rate)  # = ceil(duration * 25)
-                t.codes = np.ascontiguousarray(c[:, :n].astype(np.int16))
-                t.audio = np.empty((0, 0), np.float32)  # free memory early
+        with torch.inference_mode():
+            codes = self.codec.encode([torch.from_numpy(t.audio) for t in batch], sample_rate=batch[0].sample_rate,
+                                      n_q=self.n_q)
+        for t, c in zip(batch, codes, strict=True):
+            n = self.codec.num_frames(t.num_samples, t.sample_rate)  # = ceil(duration * 25)
+            t.codes = np.ascontiguousarray(c[:, :n].numpy().astype(np.int16))
+        for t in batch:
+            t.audio = np.empty((0, 0), np.float32)  # free memory early
 
     def tokenize_shard(self, url: str) -> dict[str, Any]:
         """Tokenize one input shard; returns a progress row (see ``ROW_KEYS``)."""
@@ -200,7 +217,7 @@ class ShardTokenizer:
             return {"shard": name, "ok": False, "tracks": 0, "seconds": 0.0, "frames": 0, "skipped": 0,
                     "error": f"cannot read {url}: {type(e).__name__}: {e}"}
         meta = {t.key: (t.seconds, t.num_samples, t.sample_rate, int(t.audio.shape[0])) for t in tracks}
-        self.encode(tracks)
+        skipped += self.encode(tracks)
         members: dict[str, bytes] = {}
         counts = None
         frames = 0
@@ -229,7 +246,7 @@ class ShardTokenizer:
             frames += int(t.codes.shape[1])
         blob = tio.tar_bytes(members)
         tio.write_atomic(tio.join(self.output, name), blob, self.storage)
-        seconds = float(sum(m[0] for m in meta.values()))
+        seconds = float(sum(meta[t.key][0] for t in tracks))
         marker = {
             "shard": name,
             "source": url,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -238,7 +239,9 @@ def _log_lineage(cfg: TokenizeConfig, plan: TokenizePlan) -> None:
 
     for ctx, uri in (("input", cfg.input), ("output", cfg.output)):
         try:
-            src = resolve_dataset_source(uri)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "can be interpreted in multiple ways" for local paths
+                src = resolve_dataset_source(uri)
         except Exception:  # noqa: BLE001  (no registered source for this scheme: skip the link)
             continue
         mlflow.log_input(MetaDataset(src, name=uri.rstrip("/").rsplit("/", 1)[-1], digest=plan.config_hash),

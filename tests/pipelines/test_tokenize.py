@@ -15,7 +15,9 @@ from utils import music_clip
 
 from pipelines import tokenize_io as tio
 from pipelines.tokenize import ShardTokenizer, Track, codebook_counts, length_batches
+from pipelines.tokenize_config import load_tokenize_config
 from pipelines.tokenize_decode import decode_shard
+from pipelines.tokenize_driver import OutputMismatchError, plan_tokenize
 from pipelines.tokenize_stats import build_stats, layer_stats
 
 
@@ -131,9 +133,6 @@ def test_shard_tokenizer_skips_corrupt_track_and_completes_the_shard(tiny_stage,
     audio, sr = sf.read(io.BytesIO(encoded(music_clip(2.3, 44100, 2, seed=1), 44100, "FLAC")), dtype="float32")
     ref = stage.codec.encode(audio.T, sample_rate=sr)[0].numpy()
     np.testing.assert_array_equal(b_codes, ref)
-    first = (out / "part-000000.tar").read_bytes()
-    stage({"shard": np.array([str(shard)])})
-    assert (out / "part-000000.tar").read_bytes() == first
 
     (wav,) = decode_shard(str(out / "part-000000.tar"), tmp_path / "decoded", keys=["b"], mlflow_uri="sqlite:///:memory:")
     back, back_rate = sf.read(wav)
@@ -148,3 +147,38 @@ def test_shard_tokenizer_reports_unreadable_shard(tiny_stage, tmp_path):
     row = stage({"shard": np.array([str(shard)])})
     assert row["ok"].tolist() == [False] and "broken-000000.tar" in row["error"][0]
     assert not (out / "_done" / "broken-000000.json").exists()
+
+
+def test_encode_failure_skips_only_the_bad_track(tiny_stage, tmp_path, monkeypatch):
+    stage, out = tiny_stage
+    shard = tmp_path / "in" / "enc-000000.tar"
+    write_shard(shard, {"ok": (0.5, 8000, 1, "wav"), "boom": (0.6, 8000, 1, "wav")})
+    original = stage._encode_batch
+
+    def flaky(batch):
+        if any(t.key == "boom" for t in batch):
+            raise RuntimeError("kaboom")
+        original(batch)
+
+    monkeypatch.setattr(stage, "_encode_batch", flaky)
+    row = stage({"shard": np.array([str(shard)])})
+    assert row["ok"].tolist() == [True] and row["tracks"].tolist() == [1]
+    marker = json.loads((out / "_done" / "enc-000000.json").read_text())
+    assert marker["keys"] == ["ok"] and marker["skipped"][0]["key"] == "boom"
+    assert marker["skipped"][0]["reason"].startswith("encode_error: RuntimeError: kaboom")
+    assert marker["seconds"] == pytest.approx(0.5)
+
+
+def test_plan_refuses_output_from_another_config(tmp_path):
+    write_shard(tmp_path / "in" / "p-000000.tar", {"a": (0.2, 8000, 1, "wav")})
+    write_shard(tmp_path / "in" / "p-000001.tar", {"b": (0.2, 8000, 1, "wav")})
+    overrides = ["model=tiny", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
+                 f"tracking.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+    plan = plan_tokenize(load_tokenize_config(None, overrides))
+    assert [tio.shard_name(s) for s in plan.todo] == ["p-000000.tar", "p-000001.tar"] and plan.done == []
+    tio.write_atomic(tio.done_url(str(tmp_path / "out"), "p-000000.tar"),
+                     tio.json_bytes({"shard": "p-000000.tar", "config_hash": plan.config_hash}))
+    assert [tio.shard_name(s) for s in plan_tokenize(load_tokenize_config(None, overrides)).todo] == ["p-000001.tar"]
+    with pytest.raises(OutputMismatchError, match="p-000000.tar"):
+        plan_tokenize(load_tokenize_config(None, [*overrides, "n_q=4"]))
+    assert len(plan_tokenize(load_tokenize_config(None, [*overrides, "n_q=4", "overwrite=true"])).todo) == 2
