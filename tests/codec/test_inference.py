@@ -173,11 +173,19 @@ def test_unknown_model_name():
 def test_mlflow_runs_uri(tmp_path, mlflow_sqlite):
     import mlflow
 
-    codec = Codec.from_pretrained("tiny", overrides=SMALL_GRID)
+    codec = Codec.from_pretrained("tiny")
     codec.save_pretrained(tmp_path / "ckpt")
     experiment = mlflow.create_experiment("codec-uri", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifacts(str(tmp_path / "ckpt"), artifact_path="codec")
-    loaded = Codec.from_pretrained(f"runs:/{run.info.run_id}/codec")
+    client = mlflow.MlflowClient()
+    client.create_registered_model("tiny-codec")
+    version = client.create_model_version("tiny-codec", source=f"{run.info.artifact_uri}/codec",
+                                          run_id=run.info.run_id)
+    client.set_registered_model_alias("tiny-codec", "prod", version.version)
     x = music_clip(1.0, seed=12)[:, 0]
-    assert torch.equal(loaded.encode(x, 24000), codec.encode(x, 24000))
+    expected = codec.encode(x, 24000)
+    for uri in (f"runs:/{run.info.run_id}/codec", "models:/tiny-codec@prod", f"models:/tiny-codec/{version.version}"):
+        loaded = Codec.from_pretrained(uri)
+        assert loaded.name == uri
+        assert torch.equal(loaded.encode(x, 24000), expected)
