@@ -85,6 +85,8 @@ class Codec(nn.Module):
             cfg = load_codec_config(directory / CONFIG_FILE, overrides)
             generator = load_weights(build_generator(cfg), directory / MODEL_FILE)
             teacher_file = directory / TEACHER_FILE
+            if not is_mlflow_uri(name):  # code files record where the model is; keep that usable from elsewhere
+                name = str(directory.resolve())
             codec = cls(generator, cfg, name=name, teacher_weights=teacher_file if teacher_file.is_file() else None)
         else:
             preset = PRESET_ALIASES.get(name, name)
@@ -109,6 +111,8 @@ class Codec(nn.Module):
     def get_teacher(self) -> MuQTeacher:
         """The frozen teacher, built (and its stored weights loaded) on first use."""
         if self.teacher is None:
+            if self.config.teacher.source == "imported" and self._teacher_weights is None:
+                raise FileNotFoundError(f"{self.name}: an imported teacher needs its {TEACHER_FILE} beside the weights")
             teacher = build_teacher(self.config)
             if self._teacher_weights is not None:
                 load_weights(teacher.muq, self._teacher_weights)

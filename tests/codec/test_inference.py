@@ -128,6 +128,7 @@ def test_save_pretrained_round_trip(codec, tmp_path):
     path = codec.save_pretrained(tmp_path / "ckpt")
     assert sorted(p.name for p in path.iterdir()) == sorted([CONFIG_FILE, MODEL_FILE, TEACHER_FILE])
     loaded = Codec.from_pretrained(path)
+    assert loaded.name == str(path.resolve())  # recorded in code files; usable from any working directory
     assert load_codec_config(path / CONFIG_FILE) == loaded.config
     assert torch.equal(loaded.encode(x, 24000), before)
     torch.testing.assert_close(loaded.decode(before), codec.decode(before))
