@@ -88,3 +88,19 @@ def test_bad_values_name_the_key(override, key):
 def test_unknown_preset():
     with pytest.raises(FileNotFoundError, match="tiny"):
         load_codec_config("no_such_preset")
+
+
+def test_builders_turn_the_config_into_objects():
+    import torch
+
+    from codec.builders import build_discriminator, build_generator, build_train_step, loss_weights
+
+    cfg = load_codec_config("tiny", ["loss.mel=7.5", "optim.lr=3e-4"])
+    generator, again = build_generator(cfg), build_generator(cfg)
+    assert (generator.hop_length, generator.n_codebooks, generator.semantic_dim) == (960, 8, cfg.teacher.dim)
+    assert all(torch.equal(a, b) for a, b in zip(generator.state_dict().values(), again.state_dict().values(),
+                                                    strict=True))  # seeded from cfg.seed
+    step = build_train_step(cfg, generator, build_discriminator(cfg))
+    assert step.optimizer_g.param_groups[0]["lr"] == 3e-4
+    assert loss_weights(cfg)["mel"] == 7.5 and set(loss_weights(cfg)) == {
+        "commitment", "codebook", "mel", "adv", "feature_matching", "semantic"}
