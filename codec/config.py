@@ -72,8 +72,9 @@ class InferenceConfig:
     Chunk ``k`` covers frames ``[k*C, (k+1)*C)`` with ``C = chunk_seconds * frame_rate`` and is computed
     from that span plus ``context_seconds`` of audio on each side (zeros outside the track), so codes do
     not depend on how a track is split. ``window_seconds`` only bounds how much audio one forward pass
-    sees (``window_seconds // chunk_seconds`` chunks are batched together). ``mode: reference`` uses
-    non-overlapping chunks without context.
+    sees (``window_seconds // chunk_seconds`` chunks are batched together). ``mode: reference`` reproduces
+    the original muq-xcodec inference: non-overlapping chunks without context, the last chunk ending at the
+    track's end, and the first channel instead of the channel mean.
     """
 
     chunk_seconds: float = 10.0

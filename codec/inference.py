@@ -8,7 +8,8 @@ share one forward pass. Decoding uses the same grid with code-frame context on e
 
 Input conventions: ``[N]`` mono, ``[C, N]`` one track channels first, ``[B, C, N]`` a batch (optionally
 padded, with ``lengths``), or a list of ``[N]``/``[C, N]`` tracks; numpy or torch, any sample rate
-(resampled to 24 kHz with torchaudio) and any channel count (downmixed by averaging the channels).
+(resampled to 24 kHz with torchaudio) and any channel count (downmixed by averaging the channels; the
+``reference`` inference mode keeps the first channel, as the original muq-xcodec does).
 """
 
 from __future__ import annotations
