@@ -97,3 +97,19 @@ def test_importing_the_package_is_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_code_file_round_trip_and_version_check(tmp_path):
+    codes = np.random.default_rng(0).integers(0, 1024, size=(3, 10)).astype(np.int16)
+    cf = CodeFile(codes=codes, sample_rate=24000, frame_rate=25.0, codebook_size=1024, original_length=9000,
+                  original_sample_rate=22050, original_channels=2, model="tiny")
+    path = cf.save(tmp_path / "codes")  # suffix added
+    assert path.name == "codes.npz"
+    with np.load(path, allow_pickle=False) as data:  # no pickled objects inside
+        assert set(data.files) == {"codes", "metadata"}
+    loaded = CodeFile.load(path)
+    assert np.array_equal(loaded.codes, codes) and loaded == CodeFile(**{**vars(cf), "codes": loaded.codes})
+    assert loaded.duration == pytest.approx(9000 / 22050)
+    future = CodeFile(**{**vars(cf), "version": FORMAT_VERSION + 1}).save(tmp_path / "future.npz")
+    with pytest.raises(ValueError, match="version"):
+        CodeFile.load(future)
