@@ -183,6 +183,8 @@ def check_evaluate_config(cfg: EvaluateConfig) -> None:
         _fail("metrics.n_q", "empty")
     if any(not 1 <= q <= 64 for q in mt.n_q) or len(set(mt.n_q)) != len(mt.n_q):
         _fail("metrics.n_q", f"{list(mt.n_q)} must be distinct layer counts in 1..64")
+    # YAML 1.1 reads a bare on/off as a boolean, which omegaconf then stores as "True"/"False".
+    mt.visqol = {"false": "off", "true": "on"}.get(str(mt.visqol).lower(), str(mt.visqol).lower())
     if mt.visqol not in VISQOL_MODES:
         _fail("metrics.visqol", f"{mt.visqol!r} not in {'/'.join(VISQOL_MODES)}")
     if mt.max_seconds is not None and mt.max_seconds <= 0:

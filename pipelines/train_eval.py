@@ -22,26 +22,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from codec.metrics import codebook_counts, codebook_stats  # shared with jobs/evaluate.py
 from codec.nn.loss import MultiScaleMelLoss
 from pipelines.tracking import RunLogger
 
 logger = logging.getLogger(__name__)
-
-
-def codebook_stats(counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Usage fraction and perplexity per layer from code counts.
-
-    Args:
-        counts: [K, codebook_size] occurrences of each code per RVQ layer.
-
-    Returns:
-        (usage [K] in [0, 1], perplexity [K] in [1, codebook_size]).
-    """
-    counts = counts.double()
-    usage = (counts > 0).double().mean(dim=1)
-    p = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)
-    entropy = -(p * p.clamp(min=1e-12).log()).sum(dim=1)
-    return usage.float(), entropy.exp().float()
 
 
 def spectrogram_png(original: np.ndarray, reconstruction: np.ndarray, sample_rate: int, path: str | Path,
@@ -109,9 +94,7 @@ class Validator:
                     if q == self.quantizers[-1]:
                         if not first:
                             first = {"audio": audio.cpu(), "reconstruction": out.audio.float().cpu()}
-                        for k in range(out.codes.shape[1]):
-                            counts[k] += torch.bincount(out.codes[:, k].reshape(-1).cpu(),
-                                                        minlength=self.codebook_size)
+                        counts[:out.codes.shape[1]] += codebook_counts(out.codes, self.codebook_size)
                 n_items += b
         finally:
             generator.train(was_training)
