@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = run_tokenize(cfg)
-    except (OutputMismatchError, FileNotFoundError, LookupError, MlflowException) as e:
+    except (TokenizeConfigError, OutputMismatchError, FileNotFoundError, LookupError, MlflowException) as e:
         print(f"error: {e}", file=sys.stderr)  # no input shards, output from another model, unknown model/alias
         return 2
     return 0 if result.ok else 1

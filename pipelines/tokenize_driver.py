@@ -64,9 +64,17 @@ def plan_tokenize(cfg: TokenizeConfig) -> TokenizePlan:
     Raises:
         OutputMismatchError: done shards in the output were made with a different config hash.
         FileNotFoundError: no input shards.
+        TokenizeConfigError: ``n_q`` beyond the model's codebooks.
     """
     mlflow_uri = resolve_tracking_uri(cfg.tracking.tracking_uri)
     model = resolve_model(cfg.model, mlflow_uri)
+    if cfg.n_q is not None:  # else every track fails to encode and its shard is marked done, empty
+        from pipelines.evaluate import model_geometry
+        from pipelines.tokenize_config import TokenizeConfigError
+
+        n_codebooks = model_geometry(model)["n_codebooks"]
+        if cfg.n_q > n_codebooks:
+            raise TokenizeConfigError(f"tokenize config key 'n_q': {cfg.n_q} > the model's {n_codebooks} codebooks")
     chash = config_hash(model.load_uri if model.kind != "dir" else model.version, cfg.n_q or 0)
     storage = tio.resolved_storage(cfg.storage)
     shards = tio.list_shards(cfg.input, storage)
