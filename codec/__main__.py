@@ -102,6 +102,7 @@ COMMANDS: dict[str, Callable[..., Any] | str] = {
     "decode": decode,
     "import-muq-xcodec": import_muq_xcodec,
     "export-muq-xcodec": export_muq_xcodec,
+    "evaluate": "jobs.evaluate:cli",
 }
 
 # Errors that are the user's input, reported as one line on stderr (exit code 1) instead of a traceback.

@@ -49,7 +49,7 @@ def cli(model: str, shards: str, config: str | None = None, output: str | None =
     Args:
         model: preset (tiny/debug), checkpoint directory, or MLflow URI (models:/NAME@ALIAS, runs:/...).
         shards: WebDataset shards of whole tracks: a folder, glob or brace pattern, local or s3://.
-        config: YAML config (default: configs/evaluate/default.yaml settings).
+        config: YAML config (configs/evaluate/*.yaml); default: the built-in defaults.
         output: folder for eval.json, eval_table.txt and rate_distortion.png.
         max_tracks: evaluate at most this many tracks per shard.
     """
