@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Codec", "load_codec_config"]
+__all__ = ["Codec", "get_model", "list_models", "load_codec_config"]
 
 if TYPE_CHECKING:
+    from codec.catalog import get_model, list_models
     from codec.config import load_codec_config
     from codec.inference import Codec
 
@@ -28,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from codec.config import load_codec_config
 
         return load_codec_config
+    if name in ("get_model", "list_models"):
+        from codec import catalog
+
+        return getattr(catalog, name)
     raise AttributeError(f"module 'codec' has no attribute {name!r}")

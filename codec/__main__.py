@@ -96,13 +96,39 @@ def export_muq_xcodec(model: Path, output: Path, with_discriminator: bool = Fals
     print(f"wrote {run(model, output, with_discriminator=with_discriminator)}")
 
 
+def models(local_dirs: str | None = None, tracking_uri: str | None = None) -> None:
+    """List the available codecs (presets, local checkpoint folders, MLflow registry) and the bitrate table.
+
+    Args:
+        local_dirs: folders holding checkpoint directories, separated by the OS path separator
+            (default: $MUQ_XCODEC_MODEL_DIRS).
+        tracking_uri: MLflow tracking/registry URI to list registered models from (default: $MLFLOW_TRACKING_URI).
+    """
+    import os
+
+    from codec.catalog import format_table, list_models
+
+    dirs = None if local_dirs is None else [d for d in local_dirs.split(os.pathsep) if d]
+    print(format_table(list_models(dirs, tracking_uri)))
+
+
 # Subcommand -> function or "module:function" (imported on use).
 COMMANDS: dict[str, Callable[..., Any] | str] = {
     "encode": encode,
     "decode": decode,
+    "models": models,
     "import-muq-xcodec": import_muq_xcodec,
     "export-muq-xcodec": export_muq_xcodec,
-    "evaluate": "jobs.evaluate:cli",
+}
+
+# Ray jobs: `muq-xcodec JOB ARGS...` is `python -m jobs.JOB ARGS...`; each job's own parser gives its --help.
+JOBS: dict[str, tuple[str, str]] = {
+    "prepare": ("jobs.prepare", "music files -> WebDataset shards (+ manifest.json, rejected.jsonl)"),
+    "train": ("jobs.train", "train the codec on Ray Train, tracked and registered in MLflow"),
+    "tokenize": ("jobs.tokenize", "tokenize WebDataset shards of whole tracks into token shards"),
+    "detokenize": ("jobs.detokenize", "decode a token shard back to audio for spot checks"),
+    "evaluate": ("jobs.evaluate", "reconstruction quality per bitrate, eval.json and an MLflow run"),
+    "demo": ("jobs.demo", "end-to-end demo on the embedded default (local Ray, MLflow, files)"),
 }
 
 # Errors that are the user's input, reported as one line on stderr (exit code 1) instead of a traceback.
@@ -177,6 +203,8 @@ def build_parser(commands: dict[str, Callable[..., Any] | str] | None = None,
             add_function_parser(subparsers, name, _resolve(target))
         else:
             subparsers.add_parser(name, help=f"see `{name} --help` ({target})")
+    for name, (module, summary) in JOBS.items():
+        subparsers.add_parser(name, help=f"{summary} (python -m {module})", add_help=False)
     return parser
 
 
@@ -184,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen command. Returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
+    if selected in JOBS:
+        job = importlib.import_module(JOBS[selected][0])
+        return int(job.main(argv[argv.index(selected) + 1:]) or 0)
     args = vars(build_parser(selected=selected).parse_args(argv))
     fn = args.pop("_fn")
     args.pop("command")

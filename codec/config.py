@@ -133,8 +133,10 @@ class CodecConfig:
 
 
 def presets_dir() -> Path:
-    """The folder holding the YAML presets (``configs/codec`` in the repository)."""
-    return Path(__file__).resolve().parents[1] / "configs" / "codec"
+    """The folder holding the YAML presets: ``configs/codec`` in a checkout; in an installed wheel the same
+    files ship as ``codec/presets`` (see ``pyproject.toml``)."""
+    checkout = Path(__file__).resolve().parents[1] / "configs" / "codec"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "presets"
 
 
 def list_presets() -> list[str]:
