@@ -5,7 +5,7 @@ RTF = processing seconds / audio seconds (lower is faster; < 1 is faster than re
 "encoder-only" is XCodec's encoder + RVQ given precomputed teacher features.
 
 Run:
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/codec_rtf.py --seconds 10 --threads 2
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/codec_rtf.py --seconds 10 --threads 1
 """
 
 from __future__ import annotations
