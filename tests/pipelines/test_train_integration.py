@@ -89,7 +89,7 @@ def test_train_logs_registers_and_loads(music_shards, tmp_path, mlflow_sqlite):
     assert not np.array_equal(codes[0, 0], codes[0, 1])
 
 
-def test_worker_failure_resumes_same_run(music_shards, tmp_path, mlflow_sqlite):
+def test_worker_failure_and_resubmission_resume_same_run(music_shards, tmp_path, mlflow_sqlite):
     from mlflow import MlflowClient
 
     from pipelines.train_loop import FAILURE_MARKER
@@ -112,3 +112,14 @@ def test_worker_failure_resumes_same_run(music_shards, tmp_path, mlflow_sqlite):
     assert steps_of(c, result.run_id, "val/mel_distance_q8") == [8, 16]
     assert result.metrics["step"] == 16
     assert run.data.tags["final_model_uri"].startswith("models:/m-")  # logged, not registered
+
+    # Resubmitting the same run name with more steps continues from the last checkpoint and MLflow run.
+    longer = tiny_config(music_shards, tmp_path, mlflow_sqlite, "flaky", "schedule.max_steps=18",
+                         "schedule.val_every=8", "schedule.checkpoint_every=5", "mlflow.register_name=null")
+    again = run_training(longer)
+    assert again.run_id == result.run_id and again.metrics["step"] == 18
+    assert len(c.search_runs([exp.experiment_id])) == 1
+    run = c.get_run(result.run_id)
+    assert run.data.tags["ray.attempt_start_step"] == "16"
+    assert run.data.tags["param_changed.schedule.max_steps"] == "18" and run.data.params["schedule.max_steps"] == "16"
+    assert steps_of(c, result.run_id, "train/loss_g") == list(range(1, 19))
