@@ -98,6 +98,7 @@ def rate_distortion_plot(report: dict[str, Any], path: str | Path) -> Path | Non
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         return None
     metrics = [m for m in PLOT_METRICS if any(s["metrics"].get(m, {}).get("count") for s in report["settings"])]
@@ -113,6 +114,9 @@ def rate_distortion_plot(report: dict[str, Any], path: str | Path) -> Path | Non
             for x, y, n in pts:
                 ax.annotate(n.split("_", 1)[1], (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         ax.set_xscale("log")
+        ticks = sorted({s["kbps"] for s in report["settings"]})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], fontsize=7)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("kbps")
         ax.set_ylabel(f"{metric} ({'lower' if LOWER_IS_BETTER.get(metric, True) else 'higher'} is better)")
         ax.grid(True, which="both", alpha=0.3)
