@@ -152,10 +152,14 @@ def build_trainer(cfg: DictConfig, datasets: dict[str, ray.data.Dataset], loop_c
 
 
 def _forwarded_env() -> dict[str, str]:
-    """Environment the workers need (MLflow / S3 settings of the driver; never logged)."""
-    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
-             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-             "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL", "HF_HUB_OFFLINE", "HF_HOME")
+    """Non-secret settings of the driver the workers need.
+
+    Credentials (AWS keys, MLflow passwords / tokens) are deliberately not forwarded: runtime-env variables
+    are visible in the Ray dashboard. Workers get them the way the driver did: from the cluster's
+    environment (or the job's ``--runtime-env-json``).
+    """
+    names = ("AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL",
+             "HF_HUB_OFFLINE", "HF_HOME")
     return {k: os.environ[k] for k in names if k in os.environ}
 
 

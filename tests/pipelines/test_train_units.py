@@ -136,3 +136,26 @@ def test_run_lookup_params_and_step_resume(mlflow_sqlite):
     history = log.client.get_metric_history(run_id, "train/loss")
     assert [m.step for m in history] == [1, 2, 3, 4, 5, 6, 7]
     assert log.client.get_run(run_id).data.params["b"] == "2"
+
+
+def test_failure_injection_happens_once(tmp_path):
+    from pipelines.train_loop import FAILURE_MARKER, InjectedFailure, maybe_inject_failure
+
+    cfg = load_train_config(None, ["debug.fail_at_step=3", "debug.fail_rank=1"])
+    run_dir = str(tmp_path / "run")
+    maybe_inject_failure(cfg, run_dir, rank=0, step=3)  # other rank: nothing
+    maybe_inject_failure(cfg, run_dir, rank=1, step=2)  # other step: nothing
+    with pytest.raises(InjectedFailure, match="rank 1 before step 3"):
+        maybe_inject_failure(cfg, run_dir, rank=1, step=3)
+    assert json.loads((tmp_path / "run" / FAILURE_MARKER).read_text())["step"] == 3
+    maybe_inject_failure(cfg, run_dir, rank=1, step=3)  # the retry passes
+
+
+@pytest.mark.slow
+def test_failure_marker_on_s3(s3_bucket):
+    from pipelines.train_loop import InjectedFailure, maybe_inject_failure
+
+    cfg = load_train_config(None, ["debug.fail_at_step=1"])
+    with pytest.raises(InjectedFailure):
+        maybe_inject_failure(cfg, f"s3://{s3_bucket}/ray_results/run", rank=0, step=1)
+    maybe_inject_failure(cfg, f"s3://{s3_bucket}/ray_results/run", rank=0, step=1)
