@@ -137,6 +137,8 @@ def expand_paths(patterns: str | list[str], fs: fsspec.AbstractFileSystem, suffi
         else:
             hits = [bare]
         for hit in hits:
+            if posixpath.basename(hit).startswith("."):  # hidden, e.g. .tmp-* of an interrupted atomic write
+                continue
             found.add(("s3://" + hit.lstrip("/")) if s3 else os.path.abspath(hit))
     return sorted(found)
 

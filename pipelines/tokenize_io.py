@@ -81,7 +81,8 @@ def list_shards(pattern: str, storage: StorageConfig | None = None) -> list[str]
             hits = [bare]
         else:
             hits = []
-        found.update(h for h in hits if h.endswith(SHARD_SUFFIXES) and f"/{DONE_DIR}/" not in h)
+        found.update(h for h in hits if h.endswith(SHARD_SUFFIXES) and f"/{DONE_DIR}/" not in h
+                     and not posixpath.basename(h).startswith("."))  # .tmp-* of an interrupted atomic write
     if not found:
         raise FileNotFoundError(f"no WebDataset shards (*.tar) match {pattern!r}")
     urls = sorted(("s3://" + h.lstrip("/")) if is_s3(pattern) else os.path.abspath(h) for h in found)
