@@ -186,7 +186,8 @@ def read_done(output: str, storage: StorageConfig | None = None) -> dict[str, di
     fs, root = _fs_path(join(output, DONE_DIR), storage)
     fs.invalidate_cache()
     try:
-        files = sorted(f for f in fs.ls(root, detail=False) if f.endswith(".json"))
+        files = sorted(f for f in fs.ls(root, detail=False)
+                       if f.endswith(".json") and not posixpath.basename(f).startswith("."))  # skip .tmp-* writes
     except FileNotFoundError:
         return {}
     markers = {}
