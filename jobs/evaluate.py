@@ -42,28 +42,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if result.ok else 1
 
 
-def cli(model: str, shards: str, config: str | None = None, output: str | None = None,
-        max_tracks: int | None = None) -> None:
-    """Evaluate a codec on WebDataset shards (rate–distortion table, eval.json, MLflow run "evaluation").
-
-    Args:
-        model: preset (tiny/debug), checkpoint directory, or MLflow URI (models:/NAME@ALIAS, runs:/...).
-        shards: WebDataset shards of whole tracks: a folder, glob or brace pattern, local or s3://.
-        config: YAML config (configs/evaluate/*.yaml); default: the built-in defaults.
-        output: folder for eval.json, eval_table.txt and rate_distortion.png.
-        max_tracks: evaluate at most this many tracks per shard.
-    """
-    overrides = [f"model={model}", f"shards={shards}"]
-    if output:
-        overrides.append(f"output={output}")
-    if max_tracks is not None:
-        overrides.append(f"max_tracks={max_tracks}")
-    code = main(([f"--config={config}"] if config else []) + overrides)
-    if code == 2:
-        raise ValueError("bad evaluation config (see the message above)")
-    if code == 1:
-        raise RuntimeError("evaluation incomplete: a shard failed or no track could be evaluated")
-
-
 if __name__ == "__main__":
     sys.exit(main())
