@@ -181,17 +181,30 @@ class ShardTokenizer:
 
         A batch whose encode fails is retried track by track; a track that still fails is dropped from
         ``tracks`` and returned as skipped ``{"key", "reason"}``.
+
+        Raises:
+            MemoryError, torch.OutOfMemoryError: not the track's fault; the shard is retried by a rerun.
+            RuntimeError: every track failed (a model/config problem, not bad tracks).
         """
+        import torch
+
+        fatal = (MemoryError, torch.OutOfMemoryError)
         skipped = []
         for batch in length_batches(tracks, self.batch_size, self.batch_seconds):
             try:
                 self._encode_batch(batch)
+            except fatal:
+                raise
             except Exception:  # noqa: BLE001  (isolate the bad track below)
                 for t in batch:
                     try:
                         self._encode_batch([t])
+                    except fatal:
+                        raise
                     except Exception as e:  # noqa: BLE001
                         skipped.append({"key": t.key, "reason": f"encode_error: {type(e).__name__}: {e}"[:300]})
+        if tracks and len(skipped) == len(tracks):
+            raise RuntimeError(f"every track failed to encode, e.g. {skipped[0]['reason']}")
         bad = {s["key"] for s in skipped}
         tracks[:] = [t for t in tracks if t.key not in bad]
         return skipped
@@ -217,7 +230,11 @@ class ShardTokenizer:
             return {"shard": name, "ok": False, "tracks": 0, "seconds": 0.0, "frames": 0, "skipped": 0,
                     "error": f"cannot read {url}: {type(e).__name__}: {e}"}
         meta = {t.key: (t.seconds, t.num_samples, t.sample_rate, int(t.audio.shape[0])) for t in tracks}
-        skipped += self.encode(tracks)
+        try:
+            skipped += self.encode(tracks)
+        except Exception as e:  # noqa: BLE001  (shard stays not-done; a rerun retries it)
+            return {"shard": name, "ok": False, "tracks": 0, "seconds": 0.0, "frames": 0, "skipped": 0,
+                    "error": f"encode failed for {url}: {type(e).__name__}: {e}"}
         members: dict[str, bytes] = {}
         counts = None
         frames = 0

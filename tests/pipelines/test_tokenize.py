@@ -182,3 +182,17 @@ def test_plan_refuses_output_from_another_config(tmp_path):
     with pytest.raises(OutputMismatchError, match="p-000000.tar"):
         plan_tokenize(load_tokenize_config(None, [*overrides, "n_q=4"]))
     assert len(plan_tokenize(load_tokenize_config(None, [*overrides, "n_q=4", "overwrite=true"])).todo) == 2
+
+
+def test_shard_where_every_track_fails_to_encode_is_not_marked_done(tiny_stage, tmp_path, monkeypatch):
+    stage, out = tiny_stage
+    shard = tmp_path / "in" / "allbad-000000.tar"
+    write_shard(shard, {"x": (0.2, 8000, 1, "wav"), "y": (0.2, 8000, 1, "wav")})
+
+    def broken(batch):
+        raise ValueError("n_q must be in 1..8, got 9")
+
+    monkeypatch.setattr(stage, "_encode_batch", broken)
+    row = stage({"shard": np.array([str(shard)])})
+    assert row["ok"].tolist() == [False] and "every track failed to encode" in row["error"][0]
+    assert not (out / "_done" / "allbad-000000.json").exists() and not (out / "allbad-000000.tar").exists()
