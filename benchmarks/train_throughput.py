@@ -105,7 +105,7 @@ def ray_train_loop(cfg, audio, semantic, warmup: int, steps: int, threads: int, 
     from pipelines.train_config import to_dict
 
     if not ray.is_initialized():
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ds = ray.data.from_items([{"audio": a, "semantic": s} for a, s in zip(audio, semantic, strict=True)])
     result_file = Path(tempfile.mkdtemp(prefix="train_throughput_")) / "result.json"
     trainer = TorchTrainer(

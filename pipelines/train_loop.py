@@ -104,16 +104,20 @@ def restore_checkpoint(checkpoint: ray.train.Checkpoint, rank: int, generator: t
 
 
 def batches_forever(shard: Any, batch_size: int, device: torch.device, seed: int) -> Iterator[dict]:
-    """Epoch after epoch of ``{"audio": [B,1,L], "semantic": [B,T,D]}`` batches (full batches only)."""
+    """Epoch after epoch of ``{"audio": [B,1,L], "semantic": [B,T,D]}`` batches (full batches only).
+
+    Rows are shuffled locally (a buffer of 4 batches) with a seed that changes every epoch.
+    """
     epoch = 0
     while True:
         n = 0
         for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, device=device,
-                                              dtypes=torch.float32):
+                                              dtypes=torch.float32, local_shuffle_buffer_size=4 * batch_size,
+                                              local_shuffle_seed=seed + epoch):
             n += 1
             yield batch
         if n == 0:
-            raise RuntimeError(f"the train dataset shard has fewer than data.batch_size={batch_size} rows")
+            raise RuntimeError(f"the train dataset shard has fewer than loader.batch_size={batch_size} rows")
         epoch += 1
 
 
@@ -174,7 +178,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     validator = Validator(cfg, device) if rank == 0 else None
 
     shard = ray.train.get_dataset_shard("train")
-    batches = batches_forever(shard, int(cfg.loader.batch_size), device, int(cfg.run.seed))
+    batches = batches_forever(shard, int(cfg.loader.batch_size), device,
+                              int(cfg.run.seed) * 1000 + rank * 7919 + start_step)
     t0, last_step, metrics = time.perf_counter(), step_fn.step, {}
     while step_fn.step < sc.max_steps:
         maybe_inject_failure(cfg, config["run_dir"], rank, step_fn.step + 1)
