@@ -25,6 +25,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread in the test process: Ray workers and stages run beside it on 2 cores, and
+    oversubscribed torch threads slow every test many times over."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray cluster on 127.0.0.1 with 2 CPUs, shared by the session."""

@@ -22,13 +22,14 @@ class MultiScaleMelLoss(nn.Module):
         window_lengths: STFT window (= FFT) sizes; hop is window // 4.
         n_mels: mel bands per window.
         clamp_eps: floor applied to mel magnitudes before the log.
-        pow: power applied to the magnitude mel before the log.
+        pow: power applied to the magnitude mel before the log (1.0, as in DAC's training config, so that
+            distances compare with DAC's reported mel distances).
         log_weight: weight of the log-mel L1.
         mag_weight: weight of the linear mel L1.
     """
 
     def __init__(self, sample_rate: int, window_lengths: list[int] = (32, 64, 128, 256, 512, 1024, 2048),
-                 n_mels: list[int] = (5, 10, 20, 40, 80, 160, 320), clamp_eps: float = 1e-5, pow: float = 2.0,
+                 n_mels: list[int] = (5, 10, 20, 40, 80, 160, 320), clamp_eps: float = 1e-5, pow: float = 1.0,
                  log_weight: float = 1.0, mag_weight: float = 0.0):
         super().__init__()
         if len(window_lengths) != len(n_mels):
