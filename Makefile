@@ -6,6 +6,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: venv test test-fast demo benchmark lint clean
+DATA ?=
 
 # The environment: a venv with the pinned dependencies and the project installed in editable mode.
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +24,14 @@ test: venv
 ## Unit tests only (skips the slow integration tests).
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
+
+## End-to-end demo on the embedded default: corpus -> shards -> train (Ray) -> MLflow model -> tokens -> wav.
+demo: venv
+	$(PY) -m jobs.demo $(if $(DATA),--data $(DATA))
+
+## Every benchmark script, one table of measures vs baselines with ratios (QUICK=1 for small inputs).
+benchmark: venv
+	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick)
 
 lint: venv
 	$(VENV)/bin/ruff check codec pipelines jobs tests benchmarks

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from report import emit  # benchmarks/report.py (this script's folder is on sys.path)
 
 from codec.model.xcodec import XCodec
 from codec.nn.layers import fold_weight_norm
@@ -102,6 +103,10 @@ def main() -> None:
         enc = t_teacher + t_enc if not args.no_teacher else t_enc
         print(f"\nratio xcodec/dac: encode {enc / t_dac_enc:.2f}x, encoder-only {t_enc / t_dac_enc:.2f}x, "
               f"decode {t_dec / t_dac_dec:.2f}x")
+        label = "encode RTF (MuQ + encoder + RVQ)" if not args.no_teacher else "encode RTF (encoder + RVQ, no MuQ)"
+        emit(label, "s per audio s", enc / seconds, "DAC 24 kHz (transformers)", t_dac_enc / seconds, False)
+        emit("decode RTF (8 layers)", "s per audio s", t_dec / seconds, "DAC 24 kHz (transformers)",
+             t_dac_dec / seconds, False)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import soundfile as sf
+from report import emit  # benchmarks/report.py (this script's folder is on sys.path)
 
 
 def write_shards(root: str, tracks: int, seconds: float, per_shard: int = 8) -> list[str]:
@@ -106,6 +107,8 @@ def main() -> None:
     print(f"webdataset+DataLoader: {n_torch} segments in {t_torch:.2f}s = {n_torch / t_torch:.1f} segments/s")
     print(f"Ray Data:              {n_ray} segments in {t_ray:.2f}s = {n_ray / t_ray:.1f} segments/s")
     print(f"ratio Ray/DataLoader:  {(n_ray / t_ray) / (n_torch / t_torch):.2f}")
+    emit("Ray Data decode+resample+crop", "segments/s", n_ray / t_ray, "webdataset + DataLoader",
+         n_torch / t_torch)
 
 
 if __name__ == "__main__":
