@@ -31,6 +31,8 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from report import emit  # benchmarks/report.py (this script's folder is on sys.path)
+
 from pipelines import tokenize_io as tio  # noqa: E402
 from pipelines.synthetic import music_clip  # noqa: E402
 
@@ -189,6 +191,12 @@ def main() -> None:
     for r in report["rss"]:
         speed = f"{r['audio_s_per_s']:.2f} audio-s/s" if r["completed"] else f"stopped after {r['observed_s']} s"
         print(f"{r['minutes']:g}-min track: peak RSS {r['peak_rss_mib']:.0f} MiB ({speed})")
+    emit("tokenize job throughput (Ray actor pool)", "audio s/s", report["ray"]["audio_s_per_s"],
+         "bare in-process Codec.encode loop", report["bare"]["audio_s_per_s"])
+    rss = sorted(report["rss"], key=lambda r: r["minutes"])
+    if len(rss) >= 2:
+        emit(f"tokenize peak RSS, {rss[-1]['minutes']:g}-min track", "MiB", rss[-1]["peak_rss_mib"],
+             f"{rss[0]['minutes']:g}-min track", rss[0]["peak_rss_mib"], higher_is_better=False)
 
 
 if __name__ == "__main__":
