@@ -31,7 +31,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from report import emit  # benchmarks/report.py (this script's folder is on sys.path)
+from report import emit  # noqa: E402  (benchmarks/report.py; this folder is on sys.path)
 
 from pipelines import tokenize_io as tio  # noqa: E402
 from pipelines.synthetic import music_clip  # noqa: E402
