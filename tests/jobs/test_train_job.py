@@ -36,14 +36,30 @@ def test_bad_config_fails_before_ray(tmp_path, override, key):
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run either
 
 
-def cluster_script(port: int, dashboard_port: int, entrypoint: str) -> str:
-    """Bash: start a loopback head node, submit the job, always ``ray stop`` (trap)."""
+def cluster_script(port: int, dashboard_port: int, entrypoint: str, log: Path) -> str:
+    """Bash: start a loopback head node, submit the job, always ``ray stop`` (trap).
+
+    Every port Ray would otherwise take by default (client server 10001, dashboard agent 52365, ...) is a
+    free one, so the cluster can coexist with other local Ray instances (e.g. the ``ray_local`` fixture).
+    The submission is retried while the fresh head's job agent is not up yet ("No available agent").
+    """
+    ports = " ".join(f"--{name} {free_port()}" for name in (
+        "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+        "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port"))
     return f"""
-set -euo pipefail
+set -uo pipefail
 trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
 ray start --head --node-ip-address 127.0.0.1 --port {port} --dashboard-host 127.0.0.1 \\
-    --dashboard-port {dashboard_port} --num-cpus 2 --disable-usage-stats >/dev/null
-ray job submit --address http://127.0.0.1:{dashboard_port} --working-dir . -- {entrypoint}
+    --dashboard-port {dashboard_port} --num-cpus 2 --disable-usage-stats {ports} >/dev/null || exit 1
+for attempt in $(seq 1 20); do
+    if ray job submit --address http://127.0.0.1:{dashboard_port} --working-dir . -- {entrypoint} >{log} 2>&1; then
+        cat {log}; exit 0
+    fi
+    cat {log}
+    grep -q "No available agent" {log} || exit 1
+    sleep 3
+done
+exit 1
 """
 
 
@@ -57,7 +73,7 @@ def test_ray_job_submit_trains_and_registers(tmp_path, mlflow_sqlite):
                   f"loader.num_synthetic=8 schedule.max_steps=4 schedule.val_every=4 schedule.checkpoint_every=2 "
                   f"run.name=submitted run.storage_path={tmp_path / 'ray_results'} "
                   f"mlflow.tracking_uri={tracking_uri} mlflow.register_name=submitted-codec mlflow.alias=smoke")
-    script = cluster_script(free_port(), free_port(), entrypoint)
+    script = cluster_script(free_port(), free_port(), entrypoint, tmp_path / "submit.log")
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
            # Token auth on our own throwaway cluster: the CLI and the cluster share this token.
