@@ -43,7 +43,7 @@ def spectrogram_png(original: np.ndarray, reconstruction: np.ndarray, sample_rat
         spec = torch.stft(x, n_fft=1024, hop_length=256, window=torch.hann_window(1024), return_complex=True)
         db = 20 * spec.abs().clamp(min=1e-5).log10()
         extent = (0, len(audio) / sample_rate, 0, sample_rate / 2000)
-        ax.imshow(db.numpy(), origin="lower", aspect="auto", extent=extent, vmin=-100, vmax=float(db.max()))
+        ax.imshow(db.numpy(), origin="lower", aspect="auto", extent=extent, vmin=-100, vmax=max(float(db.max()), -90))
         ax.set_ylabel(f"{label}\nkHz")
     axes[-1].set_xlabel("seconds")
     if title:
