@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import emit  # noqa: E402  (benchmarks/report.py; this folder is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
         result[f"ray_{w}w_over_plain"] = rate / result["plain_steps_per_s"]
     result["plain_samples_per_s"] = result["plain_steps_per_s"] * int(cfg.loader.batch_size)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
+    for w in args.workers:
+        emit(f"training through Ray Train, {w} worker(s)", "samples/s", result[f"ray_{w}w_samples_per_s"],
+             "plain single-process PyTorch loop", result["plain_samples_per_s"])
     return result
 
 
