@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.audio_decode import DUPLICATE_KEY, Skip, find_audio
+from pipelines.audio_decode import DUPLICATE_KEY, TRUNCATED, Skip, find_audio
 from pipelines.data_config import DataConfig, TeacherSpec
 from pipelines.segments import SegmentSpec, cut_segments, key_fraction, segment_samples
 from pipelines.shards import read_manifest
@@ -69,6 +69,9 @@ def normalize_sample(row: dict[str, Any]) -> dict[str, Any]:
     out = {"key": key, "url": str(row.get("__url__") or ""), "audio": b"", "skip_reason": "", "detail": ""}
     if DUP_MARK in key:
         out.update(skip_reason=DUPLICATE_KEY, detail=f"repeats {key.split(DUP_MARK)[0]}")
+        return out
+    if key.split(DUP_MARK)[0] == TRUNCATED_TAIL and row.get(_TRUNCATED_SUFFIX):
+        out.update(skip_reason=TRUNCATED, detail=bytes(row[_TRUNCATED_SUFFIX]).decode())
         return out
     found = find_audio(row)
     if isinstance(found, Skip):
@@ -194,15 +197,64 @@ def resolve_shards(cfg: DataConfig) -> list[str]:
     return sorted(set(paths))
 
 
+TRUNCATED_TAIL = "__truncated_tail__"  # key of the row that reports a tar cut short mid-member
+_TRUNCATED_SUFFIX = "truncated_tar"
+
+
+def _tolerant_tar_files(stream, filerename) -> Any:
+    """Ray's tar member iterator, except that a tar ending mid-member (or mid-header) ends the iteration
+    with one ``__truncated_tail__.truncated_tar`` member (the reason) instead of failing the read task:
+    the complete members before the cut are kept and the broken tail becomes a reported skip."""
+    import tarfile
+
+    from ray.data._internal.datasource.webdataset_datasource import _tar_file_iterator
+
+    last = "start"
+    try:
+        for f in _tar_file_iterator(stream, filerename=filerename):
+            last = f["fname"]
+            yield f
+    except (tarfile.ReadError, EOFError) as e:
+        reason = f"tar ends after member {last} ({type(e).__name__}: {e})"
+        yield {"fname": f"{TRUNCATED_TAIL}.{_TRUNCATED_SUFFIX}", "data": reason.encode()}
+
+
+def _webdataset_datasource(paths: list[str], **kwargs: Any) -> Any:
+    """Ray's ``WebDatasetDatasource`` (undecoded samples) reading tars with :func:`_tolerant_tar_files`."""
+    import pandas as pd
+    from ray.data._internal.datasource.webdataset_datasource import (
+        WEBDATASET_READ_CHUNK_SIZE,
+        WebDatasetDatasource,
+        _group_by_keys,
+    )
+    from ray.data._internal.util import iterate_with_retry
+
+    class TolerantWebDatasetDatasource(WebDatasetDatasource):
+        def _read_stream(self, stream, path):
+            files = iterate_with_retry(lambda: _tolerant_tar_files(stream, self.filerename), "iterate tar file",
+                                       match=self._data_context.retried_io_errors)
+            rows = []
+            for sample in _group_by_keys(files, meta={"__url__": path}, suffixes=self.suffixes):
+                rows.append(sample)
+                if len(rows) >= WEBDATASET_READ_CHUNK_SIZE:
+                    yield pd.DataFrame.from_records(rows)
+                    rows = []
+            if rows:
+                yield pd.DataFrame.from_records(rows)
+
+    return TolerantWebDatasetDatasource(paths, decoder=None, **kwargs)
+
+
 def read_shards(paths: list[str], cfg: DataConfig):
-    """``ray.data.read_webdataset`` over shard paths, undecoded, with repeated keys renamed."""
+    """WebDataset read over shard paths, undecoded, with repeated keys renamed and a truncated tar's
+    broken tail reported as a ``truncated`` skip row (see :func:`_tolerant_tar_files`)."""
     import ray
 
     s3 = is_s3(paths[0])
-    return ray.data.read_webdataset(
+    return ray.data.read_datasource(_webdataset_datasource(
         [strip_scheme(p) for p in paths] if s3 else paths,
-        filesystem=pyarrow_filesystem(paths[0], cfg.storage.resolved()),
-        decoder=None, filerename=RenameRepeatedKeys(), num_cpus=cfg.cpu.read_num_cpus)
+        filesystem=pyarrow_filesystem(paths[0], cfg.storage.resolved()), filerename=RenameRepeatedKeys()),
+        num_cpus=cfg.cpu.read_num_cpus)
 
 
 def segment_spec(cfg: DataConfig) -> SegmentSpec:

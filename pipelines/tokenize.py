@@ -164,9 +164,13 @@ class ShardTokenizer:
         """
         tracks: dict[str, Track] = {}
         skipped: list[dict[str, str]] = []
+        truncated: list[dict[str, str]] = []  # a tar cut short: the broken tail is a reported skip
         with tio.open_read(url, self.storage) as f:
-            for sample in tio.iter_samples(f):
+            for sample in tio.iter_samples(f, truncated):
                 key = sample["__key__"]
+                if key.startswith("/") or ".." in key.split("/"):  # would be a tar-slip member in the output
+                    skipped.append({"key": key, "reason": "unsafe_key: absolute or '..' member path"})
+                    continue
                 if key in tracks or any(s["key"] == key for s in skipped):
                     skipped.append({"key": key, "reason": f"{DUPLICATE_KEY}: key repeated in shard"})
                     continue
@@ -174,7 +178,7 @@ class ShardTokenizer:
                     tracks[key] = decode_track(sample)
                 except SkipTrack as e:
                     skipped.append({"key": key, "reason": str(e)})
-        return list(tracks.values()), skipped
+        return list(tracks.values()), skipped + truncated
 
     def encode(self, tracks: list[Track]) -> list[dict[str, str]]:
         """Fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length.

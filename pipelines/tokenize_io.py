@@ -101,27 +101,46 @@ def open_read(url: str, storage: StorageConfig | None = None) -> io.BufferedIOBa
     return fs.open(path, "rb")
 
 
-def iter_samples(fileobj: io.BufferedIOBase) -> Iterator[dict[str, Any]]:
+def iter_samples(fileobj: io.BufferedIOBase, truncated: list[dict[str, str]] | None = None) -> Iterator[dict[str, Any]]:
     """WebDataset samples of a tar stream: ``{"__key__": key, suffix: bytes, ...}`` in tar order.
 
     The key is the member path up to the first dot of its basename, as WebDataset groups members.
+    With a ``truncated`` list, a tar that ends mid-member (or mid-header) is not an error: the samples
+    read so far are yielded, the sample being read is dropped and ``{"key", "reason"}`` is appended
+    (without it, :class:`tarfile.ReadError` propagates). A stream that is not a tar at all still raises.
     """
     current: dict[str, Any] | None = None
+    reading: str | None = None  # key of the member being read
+    last = ""
     with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            folder, base = posixpath.split(member.name)
-            if "." not in base or base.startswith("."):
-                continue
-            stem, suffix = base.split(".", 1)
-            key = posixpath.join(folder, stem) if folder else stem
-            data = tar.extractfile(member).read()
-            if current is None or current["__key__"] != key:
-                if current is not None:
-                    yield current
-                current = {"__key__": key}
-            current[suffix.lower()] = data
+        try:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                folder, base = posixpath.split(member.name)
+                if "." not in base or base.startswith("."):
+                    continue
+                stem, suffix = base.split(".", 1)
+                key = posixpath.join(folder, stem) if folder else stem
+                reading = key
+                data = tar.extractfile(member).read()
+                reading, last = None, member.name
+                if current is None or current["__key__"] != key:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": key}
+                current[suffix.lower()] = data
+        except (tarfile.ReadError, EOFError) as e:
+            if truncated is None:
+                raise
+            if current is not None and current["__key__"] == reading:
+                current = None  # its members so far are whole, but the sample is not
+            if current is not None:
+                yield current
+                current = None
+            truncated.append({"key": reading if reading is not None else f"(tar tail after {last or 'start'})",
+                              "reason": f"truncated: tar ends mid-{'member' if reading is not None else 'header'} "
+                                        f"({type(e).__name__}: {e})"})
     if current is not None:
         yield current
 
