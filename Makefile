@@ -19,7 +19,7 @@ venv: $(VENV)/.installed
 
 ## Full test suite (what CI runs): unit tests plus the slow Ray / MLflow / S3 integration tests.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 ## Unit tests only (skips the slow integration tests).
 test-fast: venv

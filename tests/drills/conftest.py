@@ -1,4 +1,4 @@
-"""Drill fixtures: the tiny test codec of tests/jobs/test_tokenize.py (short inference windows)."""
+"""Drill fixtures: the tiny test codec of tests/jobs/test_tokenize_job.py (short inference windows)."""
 
 from __future__ import annotations
 

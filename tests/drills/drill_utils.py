@@ -1,5 +1,5 @@
 """Helpers shared by the drills. The tokenize-job helpers (shard writers, readers, job env) are the ones of
-``tests/jobs/test_tokenize.py``, loaded by path (``tests/jobs`` is not importable as ``jobs``: that name is
+``tests/jobs/test_tokenize_job.py``, loaded by path (``tests/jobs`` is not importable as ``jobs``: that name is
 the package), so the drills never keep a second copy."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _load(name: str, relpath: str):
     return sys.modules[name]
 
 
-tok = _load("_drill_tokenize_job_helpers", "tests/jobs/test_tokenize.py")
+tok = _load("_drill_tokenize_job_helpers", "tests/jobs/test_tokenize_job.py")
 write_shards = tok.write_shards
 read_token_shard = tok.read_token_shard
 tree_bytes = tok.tree_bytes
