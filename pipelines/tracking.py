@@ -133,11 +133,12 @@ def get_or_create_run(tracking_uri: str, experiment: str, run_name: str, *,
         tracking_uri: MLflow tracking URI.
         experiment: experiment name (created if missing).
         run_name: the job's run name (same as the Ray Train run name).
-        artifact_location: artifact root for a newly created experiment.
+        artifact_location: artifact root for a newly created experiment (default: beside a sqlite store,
+            never the working directory's ``./mlruns``).
         tags: tags set on a newly created run.
     """
     c = client(tracking_uri)
-    exp_id = get_or_create_experiment(c, experiment, artifact_location)
+    exp_id = get_or_create_experiment(c, experiment, artifact_location or default_artifact_location(tracking_uri))
     run = find_run(c, exp_id, run_name)
     if run is not None:
         return run.info.run_id
