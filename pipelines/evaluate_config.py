@@ -14,7 +14,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pipelines.storage import StorageConfig
-from pipelines.tokenize_config import MODEL_URI_RE, PRESETS
+from pipelines.tokenize_config import model_ref_problem
 
 VISQOL_MODES = ("auto", "on", "off")
 BASELINE_ENCODERS = ("auto", "libsndfile", "ffmpeg")
@@ -163,15 +163,9 @@ def _fail(key: str, msg: str) -> None:
 
 def check_evaluate_config(cfg: EvaluateConfig) -> None:
     """Value checks that types alone don't catch. Raises EvaluateConfigError naming the key."""
-    m = cfg.model.strip()
-    if not m:
-        _fail("model", "empty")
-    if m.startswith(("models:/", "runs:/")):
-        if not MODEL_URI_RE.match(m):
-            _fail("model", f"{m!r} is not models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID "
-                           "or runs:/RUN_ID/PATH")
-    elif m not in PRESETS and "://" not in m and not Path(m).is_dir():
-        _fail("model", f"{m!r} is not an MLflow model URI, a preset {PRESETS} or an existing checkpoint dir")
+    problem = model_ref_problem(cfg.model)
+    if problem:
+        _fail("model", problem)
     if not cfg.shards.strip():
         _fail("shards", "empty")
     if not cfg.output.strip():

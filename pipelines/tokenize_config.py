@@ -125,21 +125,28 @@ def load_tokenize_config(path: str | Path | None = None, overrides: list[str] | 
     return obj
 
 
+def model_ref_problem(model: str) -> str | None:
+    """Why ``model`` is not a usable model reference (MLflow URI, preset or checkpoint dir), or None."""
+    m = model.strip()
+    if not m:
+        return "empty"
+    if m.startswith(("models:/", "runs:/")):
+        if not MODEL_URI_RE.match(m):
+            return f"{m!r} is not models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID or runs:/RUN_ID/PATH"
+    elif m not in PRESETS and "://" not in m and not Path(m).is_dir():
+        return f"{m!r} is not an MLflow model URI, a preset {PRESETS} or an existing checkpoint dir"
+    return None
+
+
 def _fail(key: str, msg: str) -> None:
     raise TokenizeConfigError(f"tokenize config key '{key}': {msg}")
 
 
 def check_tokenize_config(cfg: TokenizeConfig) -> None:
     """Value checks that types alone don't catch. Raises TokenizeConfigError naming the key."""
-    m = cfg.model.strip()
-    if not m:
-        _fail("model", "empty")
-    if m.startswith(("models:/", "runs:/")):
-        if not MODEL_URI_RE.match(m):
-            _fail("model", f"{m!r} is not models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID "
-                           "or runs:/RUN_ID/PATH")
-    elif m not in PRESETS and "://" not in m and not Path(m).is_dir():
-        _fail("model", f"{m!r} is not an MLflow model URI, a preset {PRESETS} or an existing checkpoint dir")
+    problem = model_ref_problem(cfg.model)
+    if problem:
+        _fail("model", problem)
     for key in ("input", "output"):
         if not getattr(cfg, key).strip():
             _fail(key, "empty")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from pipelines import shards
 from pipelines.storage import StorageConfig, filesystem_for, is_s3, join, strip_scheme, write_bytes_atomic
 
 DONE_DIR = "_done"
@@ -146,26 +147,12 @@ def iter_samples(fileobj: io.BufferedIOBase, truncated: list[dict[str, str]] | N
 
 
 def tar_bytes(members: dict[str, bytes]) -> bytes:
-    """A deterministic uncompressed tar: sorted names, mtime 0, uid/gid 0, empty user names, mode 0644.
+    """A deterministic uncompressed tar of ``members`` (name -> content) in sorted name order.
 
-    Args:
-        members: member name -> content.
-
-    Returns:
-        The tar's bytes (identical for identical members).
+    Same packing as the prepared shards (:func:`pipelines.shards.tar_bytes`: mtime 0, uid/gid 0, empty user
+    names, mode 0644), so identical members give identical bytes.
     """
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        for name in sorted(members):
-            data = members[name]
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            info.mtime = 0
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return shards.tar_bytes(sorted(members.items()))
 
 
 def json_bytes(obj: Any) -> bytes:
