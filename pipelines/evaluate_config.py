@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import MISSING, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import MISSING
 
 from pipelines.storage import StorageConfig
-from pipelines.tokenize_config import model_ref_problem
+from pipelines.tokenize_config import load_structured, model_ref_problem
 
 VISQOL_MODES = ("auto", "on", "off")
 BASELINE_ENCODERS = ("auto", "libsndfile", "ffmpeg")
@@ -140,19 +139,7 @@ def load_evaluate_config(path: str | Path | None = None, overrides: list[str] | 
         EvaluateConfigError: unknown key, wrong type, missing or bad value; the message names the key.
         FileNotFoundError: ``path`` does not exist.
     """
-    try:
-        cfg = OmegaConf.structured(EvaluateConfig)
-        if path is not None:
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"no such config file: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(str(path)))
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-        obj = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        msg = str(e).splitlines()[0]
-        raise EvaluateConfigError(f"evaluate config key '{key}': {msg}") from None
+    obj = load_structured(EvaluateConfig, path, overrides, EvaluateConfigError, "evaluate")
     check_evaluate_config(obj)
     return obj
 

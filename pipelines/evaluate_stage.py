@@ -172,19 +172,10 @@ class ShardEvaluator:
                  min_seconds: float = 0.5, max_tracks: int | None = None, example_seconds: float = 10.0,
                  device: str = "auto", torch_threads: int | None = None, mlflow_uri: str | None = None,
                  storage: StorageConfig | None = None):
-        from codec import Codec
         from pipelines.evaluate_tools import FFMPEG_KBPS, LIBSNDFILE_KBPS
+        from pipelines.tokenize_model import load_pinned_codec
 
-        if torch_threads:
-            torch.set_num_threads(int(torch_threads))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if mlflow_uri and model["kind"] in ("registry", "logged_model", "run"):
-            import mlflow
-
-            mlflow.set_tracking_uri(mlflow_uri)
-            mlflow.set_registry_uri(mlflow_uri)
-        codec = Codec.from_pretrained(model["load_uri"], device=device).eval()
+        codec, device = load_pinned_codec(model, device, torch_threads, mlflow_uri)
         opus = None
         if opus_backend is not None:
             opus = OpusEncoder(opus_backend, *(LIBSNDFILE_KBPS if opus_backend == "libsndfile" else FFMPEG_KBPS))

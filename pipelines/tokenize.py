@@ -127,21 +127,9 @@ class ShardTokenizer:
                  batch_size: int = 8, batch_seconds: float = 600.0, device: str = "auto",
                  torch_threads: int | None = None, mlflow_uri: str | None = None,
                  storage: StorageConfig | None = None):
-        import torch
+        from pipelines.tokenize_model import load_pinned_codec
 
-        from codec import Codec
-
-        if torch_threads:
-            torch.set_num_threads(int(torch_threads))
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if mlflow_uri and model["kind"] in ("registry", "logged_model", "run"):
-            import mlflow
-
-            mlflow.set_tracking_uri(mlflow_uri)
-            mlflow.set_registry_uri(mlflow_uri)
-        self.codec = Codec.from_pretrained(model["load_uri"], device=device).eval()
-        self.device = device
+        self.codec, self.device = load_pinned_codec(model, device, torch_threads, mlflow_uri)
         self.model = model
         self.output = output
         self.config_hash = config_hash

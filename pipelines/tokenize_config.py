@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -97,6 +98,29 @@ class TokenizeConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
+def load_structured(schema: type, path: str | Path | None, overrides: list[str] | None,
+                    error: type[Exception], label: str) -> Any:
+    """``schema`` defaults <- YAML ``path`` <- dotlist ``overrides``, as a typed object.
+
+    Raises:
+        error: unknown key, wrong type or missing value, as ``"<label> config key '<key>': <reason>"``.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    try:
+        cfg = OmegaConf.structured(schema)
+        if path is not None:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"no such config file: {path}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(str(path)))
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        msg = str(e).splitlines()[0]
+        raise error(f"{label} config key '{key}': {msg}") from None
+
+
 def load_tokenize_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TokenizeConfig:
     """Load and check a tokenization config.
 
@@ -110,17 +134,7 @@ def load_tokenize_config(path: str | Path | None = None, overrides: list[str] | 
     Raises:
         TokenizeConfigError: unknown key, wrong type, missing or bad value; the message names the key.
     """
-    try:
-        cfg = OmegaConf.structured(TokenizeConfig)
-        if path is not None:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(str(path)))
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-        obj = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        msg = str(e).splitlines()[0]
-        raise TokenizeConfigError(f"tokenize config key '{key}': {msg}") from None
+    obj = load_structured(TokenizeConfig, path, overrides, TokenizeConfigError, "tokenize")
     check_tokenize_config(obj)
     return obj
 

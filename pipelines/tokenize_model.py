@@ -108,3 +108,32 @@ def resolve_model(uri: str, mlflow_uri: str | None = None) -> ModelRef:
         path = path.resolve()
         return ModelRef(uri=uri, load_uri=str(path), kind="dir", version=f"sha256:{_weights_digest(path)}")
     return ModelRef(uri=uri, load_uri=uri, kind="preset", version=f"preset:{uri}")
+
+
+def load_pinned_codec(model: dict[str, Any], device: str = "auto", torch_threads: int | None = None,
+                      mlflow_uri: str | None = None) -> tuple[Any, str]:
+    """Load the codec a :class:`ModelRef` (as a dict) pins, inside a Ray actor.
+
+    Args:
+        model: ``asdict(ModelRef)``; ``load_uri`` is what is loaded.
+        device: "auto", "cpu" or "cuda".
+        torch_threads: intra-op threads (None leaves torch's default).
+        mlflow_uri: tracking/registry URI for ``models:/`` and ``runs:/`` loads.
+
+    Returns:
+        (the codec in eval mode, the device it is on).
+    """
+    import torch
+
+    from codec import Codec
+
+    if torch_threads:
+        torch.set_num_threads(int(torch_threads))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if mlflow_uri and model["kind"] in ("registry", "logged_model", "run"):
+        import mlflow
+
+        mlflow.set_tracking_uri(mlflow_uri)
+        mlflow.set_registry_uri(mlflow_uri)
+    return Codec.from_pretrained(model["load_uri"], device=device).eval(), device
