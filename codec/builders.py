@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,11 +49,16 @@ def build_generator(cfg: Any) -> XCodec:
         return XCodec(**generator_kwargs(cfg))
 
 
-def build_teacher(cfg: Any) -> MuQTeacher:
+def build_teacher(cfg: Any, weights: str | Path | None = None) -> MuQTeacher:
     """The frozen MuQ teacher: the published ``teacher.model_id``, a seeded random one (``source: random``) or
-    an imported architecture (``source: imported``, weights loaded by the caller).
+    an imported architecture (``source: imported``).
+
+    Args:
+        cfg: codec config.
+        weights: a checkpoint's ``teacher.safetensors`` to load into it (required for ``source: imported``).
 
     Raises:
+        FileNotFoundError: an imported teacher without ``weights``.
         ValueError: the built teacher's feature dim differs from ``teacher.dim``.
     """
     from codec.model.teacher import MuQTeacher
@@ -61,15 +67,21 @@ def build_teacher(cfg: Any) -> MuQTeacher:
     if t.source == "random":
         teacher = MuQTeacher.random(dim=int(t.dim), depth=int(t.depth), heads=int(t.heads),
                                     conv_dim=int(t.conv_dim), seed=int(t.seed), layer=int(t.layer))
-    elif t.source == "imported":  # architecture only; Codec loads the stored teacher.safetensors into it
+    elif t.source == "imported":
         from codec.config import config_to_dict
         from codec.convert import build_muq
 
+        if weights is None:
+            raise FileNotFoundError("teacher.source=imported: its weights (teacher.safetensors) are needed")
         teacher = MuQTeacher(build_muq(config_to_dict(t.muq_config)), layer=int(t.layer))
     else:
         teacher = MuQTeacher.from_pretrained(str(t.model_id), layer=int(t.layer))
     if teacher.dim != int(t.dim):
         raise ValueError(f"teacher.dim: config says {t.dim} but {t.model_id or 'the teacher'} has dim {teacher.dim}")
+    if weights is not None:
+        from codec.checkpoint import load_weights
+
+        load_weights(teacher.muq, weights)
     return teacher
 
 

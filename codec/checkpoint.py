@@ -16,6 +16,7 @@ from torch import nn
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 TEACHER_FILE = "teacher.safetensors"
+DISCRIMINATOR_FILE = "discriminator.safetensors"  # training / import only; inference never reads it
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
 

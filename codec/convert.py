@@ -49,11 +49,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from codec.checkpoint import DISCRIMINATOR_FILE
+
 if TYPE_CHECKING:
     from muq import MuQ
 
 DEFAULT_MUQ = "OpenMuQ/MuQ-large-msd-iter"
-DISCRIMINATOR_FILE = "discriminator.safetensors"
 # Original head name -> ours.
 HEADS = {"fc_prior": "fc_prior", "fc_post1": "fc_post_s", "fc_post2": "fc_post_a"}
 GENERATOR_ROOTS = ("encoder", "decoder", "quantizer", *HEADS)

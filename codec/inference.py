@@ -114,10 +114,7 @@ class Codec(nn.Module):
         if self.teacher is None:
             if self.config.teacher.source == "imported" and self._teacher_weights is None:
                 raise FileNotFoundError(f"{self.name}: an imported teacher needs its {TEACHER_FILE} beside the weights")
-            teacher = build_teacher(self.config)
-            if self._teacher_weights is not None:
-                load_weights(teacher.muq, self._teacher_weights)
-            self.teacher = teacher.to(self.device)
+            self.teacher = build_teacher(self.config, self._teacher_weights).to(self.device)
         return self.teacher
 
     def configure(self, **inference: Any) -> Codec:
@@ -322,3 +319,16 @@ class Codec(nn.Module):
         """Decode a :class:`CodeFile` and write the audio (format from the suffix). Returns the path."""
         audio, out_sr = self.decode_file(code_file, sample_rate)
         return write_audio(path, audio, out_sr)
+
+
+def load_teacher(name_or_path: str | Path, device: str | torch.device = "cpu") -> MuQTeacher:
+    """The frozen teacher a checkpoint was trained with (its config and, if stored, ``teacher.safetensors``),
+    without building the generator. For feature-extraction workers of a fine-tuning run.
+
+    Args:
+        name_or_path: a checkpoint directory or an MLflow URI (as for :meth:`Codec.from_pretrained`).
+    """
+    directory = resolve_checkpoint_dir(name_or_path)
+    weights = directory / TEACHER_FILE
+    cfg = load_codec_config(directory / CONFIG_FILE)
+    return build_teacher(cfg, weights if weights.is_file() else None).to(device)

@@ -149,10 +149,15 @@ def drop_skipped(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def build_teacher(spec: TeacherSpec | dict[str, Any]):
-    """The MuQ teacher of a spec: ``MuQTeacher.random(**random)`` if given, else ``from_pretrained``."""
+    """The MuQ teacher of a spec: a checkpoint's own teacher, ``MuQTeacher.random(**random)`` or
+    ``from_pretrained(model_id)``, in that order."""
     from codec.model.teacher import MuQTeacher
 
     spec = spec if isinstance(spec, TeacherSpec) else TeacherSpec(**spec)
+    if spec.checkpoint:
+        from codec.inference import load_teacher
+
+        return load_teacher(spec.checkpoint)
     if spec.random:
         return MuQTeacher.random(**dict(spec.random), layer=spec.layer)
     return MuQTeacher.from_pretrained(spec.model_id, layer=spec.layer)
@@ -314,8 +319,8 @@ def build_training_dataset(cfg: DataConfig, split: str = "train", epoch: int = 0
         logger.warning("feature cache %s missing or built for another config; computing MuQ features", cfg.cache_dir)
     ds = build_segment_dataset(cfg, split, epoch)
     if not cfg.semantic.enabled:
-        return ds.select_columns(["audio"])
-    return add_semantic(ds, cfg).select_columns(["audio", "semantic"])
+        return ds.select_columns(["audio"], num_cpus=cfg.cpu.read_num_cpus)
+    return add_semantic(ds, cfg).select_columns(["audio", "semantic"], num_cpus=cfg.cpu.read_num_cpus)
 
 
 def skip_counts(rows: list[dict[str, Any]] | Any) -> tuple[set[str], Counter[str]]:

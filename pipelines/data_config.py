@@ -55,11 +55,15 @@ class TeacherSpec:
         model_id: published MuQ (Hub id or local dir), used when ``random`` is empty.
         layer: hidden state returned (-1 = last).
         random: kwargs of ``MuQTeacher.random`` (tests / smoke configs); overrides ``model_id``.
+        checkpoint: a codec checkpoint directory or MLflow URI whose own teacher to use (its config and
+            ``teacher.safetensors``, e.g. an imported muq-xcodec release); overrides the fields above.
+            A local path must be readable on every node that runs the semantic stage.
     """
 
     model_id: str = "OpenMuQ/MuQ-large-msd-iter"
     layer: int = -1
     random: dict[str, Any] | None = None
+    checkpoint: str | None = None
 
 
 @dataclass

@@ -108,7 +108,7 @@ def read_feature_cache(cfg: DataConfig, split: str | None = "train"):
                                   num_cpus=cfg.cpu.read_num_cpus)
     ds = ds.map(_decode_cached, num_cpus=cfg.cpu.read_num_cpus)
     ds = ds.filter(SplitFilter(split, cfg.val_fraction), num_cpus=cfg.cpu.read_num_cpus)
-    return ds.select_columns(["audio", "semantic"])
+    return ds.select_columns(["audio", "semantic"], num_cpus=cfg.cpu.read_num_cpus)
 
 
 __all__ = ["cache_matches", "fingerprint", "key_fraction", "read_feature_cache", "write_feature_cache"]

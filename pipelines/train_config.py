@@ -1,12 +1,13 @@
 """Typed configuration of the training job (``jobs.train``).
 
 The codec part (model, teacher, loss weights, optimizer, discriminator) is ``codec.config.CodecConfig``,
-taken from a codec preset (``codec_preset``) and overridable key by key under ``codec.``; the rest
-describes the run: data, Ray scaling, schedule, MLflow and a failure-injection hook.
+taken from a codec preset (``codec_preset``) or, when fine-tuning, from the ``init.checkpoint`` being
+fine-tuned, and overridable key by key under ``codec.``; the rest describes the run: data, Ray scaling,
+schedule, MLflow and a failure-injection hook.
 
-Loading merges ``schema <- codec preset <- train YAML <- dotlist overrides`` and validates values, so a bad
-config fails before any Ray work with a :class:`TrainConfigError` naming the key
-(e.g. ``scaling.num_workers: must be >= 1, got 0``).
+Loading merges ``schema <- codec preset or checkpoint config <- train YAML <- dotlist overrides`` and
+validates values (and, when fine-tuning, that the checkpoint's tensors fit), so a bad config fails before
+any Ray work with a :class:`TrainConfigError` naming the key (e.g. ``scaling.num_workers: must be >= 1, got 0``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from codec.config import CodecConfig, ConfigError, load_codec_config, validate_codec_config
 from pipelines.data_config import DataConfig, DataConfigError, load_data_config
+from pipelines.train_init import DISCRIMINATOR_MODES, InitError, check_init, codec_config_path
 
 DATA_SOURCES = ("shards", "synthetic")
 
@@ -96,6 +98,24 @@ class MLflowSection:
 
 
 @dataclass
+class InitSection:
+    """Fine-tuning: start from a trained codec instead of random weights.
+
+    ``checkpoint`` is a codec checkpoint directory (e.g. ``python -m codec import-muq-xcodec`` output; a
+    local path must be readable on every node) or an MLflow model URI (``models:/NAME@ALIAS``). Its
+    ``config.yaml`` replaces ``codec_preset`` as the base of ``codec`` (overrides of loss weights, optimizer
+    etc. still apply; the geometry must fit the weights), its generator weights start the generator and
+    its teacher (``teacher.safetensors`` unless published) computes the semantic targets.
+    ``discriminator``: ``auto`` starts from the checkpoint's ``discriminator.safetensors`` if it has one,
+    ``load`` requires it, ``fresh`` starts a new one. Optimizers and the step count start fresh; resuming a
+    run (same ``run.name``) restores its own latest checkpoint instead.
+    """
+
+    checkpoint: str | None = None
+    discriminator: str = "auto"
+
+
+@dataclass
 class DebugSection:
     """Failure injection: raise on worker ``fail_rank`` at step ``fail_at_step``, first attempt only."""
 
@@ -107,7 +127,7 @@ class DebugSection:
 class TrainConfig:
     """The whole training job."""
 
-    codec_preset: str = "tiny"
+    codec_preset: str | None = None  # null: "tiny", or the init.checkpoint's own config
     codec: CodecConfig = field(default_factory=CodecConfig)
     run: RunSection = field(default_factory=RunSection)
     data: DataConfig = field(default_factory=lambda: DataConfig(segment_seconds=1.92))
@@ -115,6 +135,7 @@ class TrainConfig:
     scaling: ScalingSection = field(default_factory=ScalingSection)
     schedule: ScheduleSection = field(default_factory=ScheduleSection)
     mlflow: MLflowSection = field(default_factory=MLflowSection)
+    init: InitSection = field(default_factory=InitSection)
     debug: DebugSection = field(default_factory=DebugSection)
 
 
@@ -152,19 +173,46 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] |
         dot = OmegaConf.from_dotlist(list(overrides or []))
     except OmegaConfBaseException as e:
         _fail("<overrides>", str(e).splitlines()[0])
-    preset = OmegaConf.merge(OmegaConf.create({"codec_preset": TrainConfig.codec_preset}),
-                             {k: v for k, v in raw.items() if k == "codec_preset"},
-                             {k: v for k, v in dot.items() if k == "codec_preset"}).codec_preset
+    missing = sorted(OmegaConf.missing_keys(_merge(raw, dot)))
+    if missing:
+        _fail(missing[0], "required (??? in the config): set it, e.g. as an override")
+    preset, init = _top_level(raw, dot, "codec_preset"), _top_level(raw, dot, "init")
+    checkpoint = init.get("checkpoint") if isinstance(init, DictConfig) else None
+    if checkpoint and preset:
+        _fail("codec_preset", f"set either codec_preset ({preset}) or init.checkpoint: fine-tuning takes the "
+                              "codec config of the checkpoint")
+    if checkpoint:
+        checkpoint = absolute_path(str(checkpoint))
+        dot = _merge(dot, {"init": {"checkpoint": checkpoint}})
     try:
-        codec_base = load_codec_config(str(preset))
+        codec_base = load_codec_config(codec_config_path(checkpoint) if checkpoint else str(preset or "tiny"))
+    except InitError as e:
+        _fail("init.checkpoint", str(e).removeprefix("init.checkpoint: "))
     except ConfigError as e:
-        _fail(f"codec_preset ({preset})", str(e))
+        _fail(f"init.checkpoint ({checkpoint})" if checkpoint else f"codec_preset ({preset})", str(e))
     except FileNotFoundError as e:
         _fail("codec_preset", str(e))
     cfg = _merge(OmegaConf.structured(TrainConfig), {"codec": codec_base}, raw, dot)
     validate_train_config(cfg)
+    if cfg.init.checkpoint:
+        try:
+            check_init(cfg)
+        except InitError as e:
+            raise TrainConfigError(str(e)) from None
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _top_level(raw: DictConfig, dot: DictConfig, key: str) -> Any:
+    """``key`` as set by the YAML or the overrides (overrides win); None when neither sets it."""
+    return OmegaConf.merge({key: None}, {k: v for k, v in raw.items() if k == key},
+                           {k: v for k, v in dot.items() if k == key})[key]
+
+
+def absolute_path(ref: str) -> str:
+    """URIs (``models:/``, ``s3://``) as given; local paths made absolute so workers in other directories
+    see the same folder."""
+    return ref if "://" in ref or ref.startswith(("models:/", "runs:/")) else str(Path(ref).expanduser().resolve())
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -181,7 +229,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         load_data_config(OmegaConf.to_container(cfg.data, resolve=True))
     except DataConfigError as e:
         raise TrainConfigError(f"data: {e}") from None
-    if cfg.data.teacher.random is not None or cfg.data.teacher.model_id != DataConfig().teacher.model_id:
+    t = cfg.data.teacher
+    if t.random is not None or t.checkpoint is not None or t.model_id != DataConfig().teacher.model_id:
         _fail("data.teacher", "the data pipeline uses codec.teacher; set the teacher there")
     ld = cfg.loader
     if ld.source not in DATA_SOURCES:
@@ -221,6 +270,10 @@ def validate_train_config(cfg: DictConfig) -> None:
         _fail("mlflow.experiment", "must be set")
     if not cfg.mlflow.alias:
         _fail("mlflow.alias", "must be set")
+    if cfg.init.discriminator not in DISCRIMINATOR_MODES:
+        _fail("init.discriminator", f"must be one of {DISCRIMINATOR_MODES}, got {cfg.init.discriminator!r}")
+    if cfg.codec.teacher.source == "imported" and not cfg.init.checkpoint:
+        _fail("codec.teacher.source", "an imported teacher's weights live in a checkpoint: set init.checkpoint")
     dbg = cfg.debug
     if dbg.fail_at_step is not None and not 1 <= dbg.fail_at_step <= sc.max_steps:
         _fail("debug.fail_at_step", f"must be in [1, schedule.max_steps={sc.max_steps}], got {dbg.fail_at_step}")

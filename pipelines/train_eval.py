@@ -141,12 +141,13 @@ def export_and_log_model(generator: nn.Module, cfg: DictConfig, tracker: RunLogg
         The registered ``models:/NAME/VERSION`` (or ``models:/<model_id>``), None when skipped.
     """
     from codec.inference import Codec
+    from pipelines.train_init import teacher_weights
 
     run = tracker.client.get_run(tracker.run_id)
     if run.data.tags.get("final_model_step") == str(step):
         logger.info("model of step %d already logged (%s)", step, run.data.tags.get("registered_model"))
         return None
-    codec = Codec(copy.deepcopy(generator).cpu(), cfg.codec, name=cfg.run.name)
+    codec = Codec(copy.deepcopy(generator).cpu(), cfg.codec, name=cfg.run.name, teacher_weights=teacher_weights(cfg))
     with tempfile.TemporaryDirectory() as tmp:
         codec.save_pretrained(tmp)
         uri = tracker.log_model_dir(tmp, name="codec", registered_name=cfg.mlflow.register_name,

@@ -1,8 +1,8 @@
 """The per-worker GAN training loop run by Ray Train (``TorchTrainer(train_loop_per_worker)``).
 
 Each worker builds the generator and discriminator from the codec config (same seed on every rank),
-restores the last checkpoint if Ray hands one over (weights, both optimizers and schedulers, step, RNG),
-wraps both networks in DDP and runs :class:`codec.train_step.GANTrainStep` on batches of its
+restores the last checkpoint if Ray hands one over (weights, both optimizers and schedulers, step, RNG)
+or else, when fine-tuning, loads the ``init.checkpoint`` weights (:mod:`pipelines.train_init`), wraps both networks in DDP and runs :class:`codec.train_step.GANTrainStep` on batches of its
 ``train`` dataset shard until ``schedule.max_steps``. Every ``checkpoint_every`` steps all workers call
 ``ray.train.report`` together (rank 0 writes the state, every rank its RNG). Rank 0 alone talks to
 MLflow: step metrics, validation (mel distance per number of quantizers, codebook usage), audio and
@@ -37,6 +37,7 @@ from pipelines.train_checkpoint import (
     set_rng_state,
 )
 from pipelines.train_config import from_dict, to_yaml
+from pipelines.train_init import load_init_weights
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         start_step = int(meta["step"])
         if meta.get("mlflow_run_id") not in (None, run_id):
             logger.warning("checkpoint belongs to MLflow run %s, logging into %s", meta["mlflow_run_id"], run_id)
+    elif cfg.init.checkpoint:
+        logger.info("rank %d: fine-tuning: loaded %s", rank, load_init_weights(cfg, generator, discriminator))
     ddp_kwargs = {"find_unused_parameters": bool(sc.find_unused_parameters)}
     generator = ray.train.torch.prepare_model(generator, parallel_strategy_kwargs=ddp_kwargs)
     discriminator = ray.train.torch.prepare_model(discriminator, parallel_strategy_kwargs=ddp_kwargs)

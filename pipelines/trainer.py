@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from pipelines.tracking import (
     loggable_params,
     resolve_tracking_uri,
 )
-from pipelines.train_config import to_dict
+from pipelines.train_config import absolute_path, to_dict
 from pipelines.train_loop import train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -46,20 +45,16 @@ class TrainResult:
     model_uri: str | None
 
 
-def resolve_storage_path(path: str) -> str:
-    """``s3://``/``gs://`` URIs as given; local paths made absolute against the working directory."""
-    if "://" in path:
-        return path
-    return str(Path(path).expanduser().resolve())
-
-
 def data_config(cfg: DictConfig):
-    """The data engineer's ``DataConfig`` for this run; its teacher always follows ``codec.teacher``."""
+    """The data engineer's ``DataConfig`` for this run; its teacher always follows ``codec.teacher`` (when
+    fine-tuning a checkpoint with its own teacher weights: that checkpoint's teacher)."""
     from pipelines.data_config import load_data_config
 
     data = OmegaConf.to_container(cfg.data, resolve=True)
     t = cfg.codec.teacher
-    if t.source == "random":
+    if cfg.init.checkpoint and t.source != "pretrained":
+        data["teacher"] = {"model_id": "", "layer": int(t.layer), "random": None, "checkpoint": cfg.init.checkpoint}
+    elif t.source == "random":
         data["teacher"] = {"model_id": "", "layer": int(t.layer),
                            "random": {"dim": int(t.dim), "depth": int(t.depth), "heads": int(t.heads),
                                       "conv_dim": int(t.conv_dim), "seed": int(t.seed)}}
@@ -72,13 +67,13 @@ def synthetic_datasets(cfg: DictConfig) -> dict[str, ray.data.Dataset]:
     """Seeded music-like clips with their teacher features, built on the driver (smoke runs, benchmarks)."""
     import torch
 
-    from codec.builders import build_teacher
+    from pipelines.data import build_teacher
     from pipelines.segments import segment_samples
     from pipelines.synthetic import music_clip
 
     sr = int(cfg.codec.model.sample_rate)
     n = segment_samples(float(cfg.data.segment_seconds), sr)
-    teacher = build_teacher(cfg.codec)
+    teacher = build_teacher(data_config(cfg).teacher)
     out = {}
     for split, offset in (("train", 0), ("validation", 100_000)):
         audio = np.stack([music_clip(n / sr, sr, 1, seed=int(cfg.run.seed) + offset + i)[:n, 0]
@@ -94,10 +89,10 @@ def shard_datasets(cfg: DictConfig) -> dict[str, ray.data.Dataset]:
     """Train / validation datasets from WebDataset shards through the data pipeline (``pipelines.data``).
 
     The validation set is the first ``loader.val_batches * loader.val_batch_size`` held-out segments,
-    computed once and materialized: every validation pass sees the same audio and no MuQ actor stays
-    reserved for it during training. With ``loader.materialize`` (small smoke corpora) both splits come
-    from one materialized pass, so epochs replay the train set from the object store instead of re-running
-    the decode and MuQ stages.
+    computed once and held by the driver (:func:`driver_owned`): every validation pass sees the same audio
+    and no MuQ actor stays reserved for it during training. With ``loader.materialize`` (small smoke
+    corpora) both splits come from one pass held the same way, so epochs replay the train set from the
+    object store instead of re-running the decode and MuQ stages.
     """
     from pipelines.data import SplitFilter, add_semantic, build_segment_dataset, build_training_dataset
 
@@ -106,15 +101,28 @@ def shard_datasets(cfg: DictConfig) -> dict[str, ray.data.Dataset]:
     columns = ["audio", "semantic"]
     if cfg.loader.materialize:
         both = add_semantic(build_segment_dataset(dcfg, split=None), dcfg).materialize()
-        train = both.filter(SplitFilter("train", dcfg.val_fraction)).select_columns(columns).materialize()
-        validation = both.filter(SplitFilter("val", dcfg.val_fraction)).limit(n_val).select_columns(columns)
+        light = {"num_cpus": dcfg.cpu.read_num_cpus}  # a default 1-CPU task may never fit beside the train workers
+        train = both.filter(SplitFilter("train", dcfg.val_fraction), **light).select_columns(columns, **light)
+        train = driver_owned(train)
+        validation = both.filter(SplitFilter("val", dcfg.val_fraction), **light).limit(n_val)
+        validation = validation.select_columns(columns, **light)
     else:
         train = build_training_dataset(dcfg, split="train")
         validation = build_training_dataset(dcfg, split="val").limit(n_val)
-    validation = validation.materialize()
+    validation = driver_owned(validation)
     if validation.count() == 0:
         raise ValueError(f"data.val_fraction: no validation segments in {list(dcfg.shards)}")
     return {"train": train, "validation": validation}
+
+
+def driver_owned(dataset: ray.data.Dataset) -> ray.data.Dataset:
+    """A small dataset computed now and re-created from the driver, so its blocks live on the driver's node.
+
+    ``Dataset.materialize()`` leaves blocks where the tasks and actors that computed them ran; if that node
+    is lost, Ray cannot recompute the outputs of a finished actor pool and readers wait forever (seen in
+    the node-loss drill). Blocks put by the driver stay as long as the driver's node, which a job needs anyway.
+    """
+    return ray.data.from_items(dataset.take_all())
 
 
 def build_datasets(cfg: DictConfig) -> dict[str, ray.data.Dataset]:
@@ -171,7 +179,7 @@ def run_training(cfg: DictConfig) -> TrainResult:
     """
     tracking_uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     registry_uri = resolve_tracking_uri(cfg.mlflow.registry_uri) if cfg.mlflow.registry_uri else tracking_uri
-    storage_path = resolve_storage_path(cfg.run.storage_path)
+    storage_path = absolute_path(cfg.run.storage_path)
     artifact_location = cfg.mlflow.artifact_location or default_artifact_location(tracking_uri)
     run_id = get_or_create_run(tracking_uri, cfg.mlflow.experiment, cfg.run.name,
                                artifact_location=artifact_location,

@@ -14,7 +14,6 @@ requires); the slow test uses the full XCodec geometry (encoder 64 -> latent 102
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import math
@@ -25,82 +24,14 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from original_checkpoint import lightning, muq_config, original_state, write_original_checkpoint
 
-from codec.builders import build_discriminator, build_generator
+from codec.builders import build_discriminator
 from codec.config import load_codec_config
 from codec.convert import CheckpointError, export_state_dict, import_muq_xcodec, load_checkpoint
 from codec.inference import Codec
-from codec.model.teacher import build_random_muq
 
 HOP = 960
-
-
-# ------------------------------------------------------------------------------------ source checkpoints
-def muq_config(dim: int, heads: int = 2) -> dict:
-    """A one-layer MuQ architecture (as MuQ's config.json would hold it)."""
-    muq = build_random_muq(dim=dim, depth=1, heads=heads, conv_dim=8, seed=0, mel_mean=6.77, mel_std=18.4)
-    return json.loads(json.dumps(dataclasses.asdict(muq.config)))
-
-
-def old_wn(key: str) -> str:
-    return key.replace("parametrizations.weight.original0", "weight_g").replace(
-        "parametrizations.weight.original1", "weight_v")
-
-
-def rand_like(key: str, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    if not t.is_floating_point():
-        return t.clone()
-    if key.endswith("alpha"):
-        return torch.rand(t.shape, generator=g) + 0.5
-    if key.endswith("original0") or key.endswith("weight_g"):
-        return torch.rand(t.shape, generator=g) * 0.5 + 0.5
-    if key.endswith("bias"):
-        return torch.randn(t.shape, generator=g) * 0.01
-    if key.endswith("running_var"):
-        return torch.rand(t.shape, generator=g) + 0.5
-    scale = 1.0 / math.sqrt(t[0].numel()) if t.dim() > 1 else 0.1
-    return torch.randn(t.shape, generator=g) * scale
-
-
-def original_state(encoder_dim: int, decoder_dim: int, muq: dict, disc_channels: int = 4, seed: int = 0) -> dict:
-    """A state dict in the original layout with random values (shapes from our modules of the same math)."""
-    latent = encoder_dim * 16
-    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim},
-                                           "teacher": {"source": "random", "model_id": "", "dim": latent},
-                                           "discriminator": {"period_channels": disc_channels,
-                                                             "stft_channels": disc_channels}})
-    g = torch.Generator().manual_seed(seed)
-    names = {"fc_post_s": "fc_post1", "fc_post_a": "fc_post2"}
-    state = {}
-    for key, t in build_generator(cfg).state_dict().items():
-        root, _, rest = key.partition(".")
-        state[old_wn(f"{names.get(root, root)}.{rest}")] = rand_like(key, t, g)
-    for alias, root in (("generator.0.", "encoder."), ("generator.1.", "quantizer."), ("generator.2.", "decoder.")):
-        state.update({alias + k[len(root):]: v for k, v in list(state.items()) if k.startswith(root)})
-    from codec.convert import build_muq
-
-    for key, t in build_muq(muq).state_dict().items():
-        state["semantic." + old_wn(key)] = rand_like(key, t, g)
-    for key, t in build_discriminator(cfg).state_dict().items():
-        parts = key.split(".")  # DAC wraps every conv but conv_post in Sequential(conv, LeakyReLU)
-        if parts[2] == "convs":
-            parts.insert(4, "0")
-        elif parts[2] == "band_convs":
-            parts.insert(5, "0")
-        state["discriminator." + old_wn(".".join(parts))] = rand_like(key, t, g)
-    return state
-
-
-def lightning(state: dict, **extra) -> dict:
-    first = next(iter(state.values()))
-    return {"epoch": 7, "global_step": 1234, "pytorch-lightning_version": "2.1.2", "state_dict": state,
-            "optimizer_states": [{"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros_like(first),
-                                                "exp_avg_sq": torch.zeros_like(first)}},
-                                  "param_groups": [{"lr": 1e-4, "betas": (0.8, 0.99), "params": [0]}]}],
-            "lr_schedulers": [{"gamma": 0.999996, "base_lrs": [1e-4], "last_epoch": 1234}],
-            "callbacks": {"ModelCheckpoint{'monitor': None}": {"kth_value": torch.tensor(float("inf")),
-                                                               "best_model_path": ""}},
-            "loops": {"fit_loop": {"epoch_progress": {"current": {"completed": 7}}}}, **extra}
 
 
 def count_tensors(obj) -> int:
@@ -215,17 +146,10 @@ def original_decode(sd: dict, codes: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-TINY = dict(encoder_dim=4, decoder_dim=32)  # latent 64 = MuQ dim, as the original's fc shapes require
-
-
 @pytest.fixture(scope="module")
 def tiny_source(tmp_path_factory):
-    d = tmp_path_factory.mktemp("orig")
-    cfg = muq_config(64)
-    (d / "muq.json").write_text(json.dumps(cfg))
-    state = original_state(**TINY, muq=cfg)
-    torch.save(lightning(state), d / "last.ckpt")
-    return d, state, cfg
+    ckpt, _, state, cfg = write_original_checkpoint(tmp_path_factory.mktemp("orig"))
+    return ckpt.parent, state, cfg
 
 
 @pytest.fixture(scope="module")

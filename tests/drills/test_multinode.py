@@ -9,6 +9,7 @@ process is shut down first and a local one like ``ray_local``'s is started again
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,90 @@ def test_tokenize_survives_node_loss(cluster, drill_tiny_dir, tmp_path):
           f"{removed_at:.1f} s with {done_at_removal}/4 shard(s) done; job finished in one go (exit 0) in "
           f"{took:.1f} s; output byte-identical to the single-node run ({clean_s:.1f} s)")
 
+
+def actors_by_node() -> dict[str, set[str]]:
+    """Node id -> class names of its alive actors."""
+    from ray._private import state
+
+    out: dict[str, set[str]] = {}
+    for a in state.actors().values():
+        if a["State"] == "ALIVE":
+            out.setdefault(a["Address"]["NodeID"], set()).add(a.get("ActorClassName", ""))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.drill
+def test_training_survives_node_loss(cluster, tmp_path, mlflow_sqlite):
+    """2 Ray Train workers on 2 nodes; the node of one (not the controller's) is removed after the first
+    checkpoint. FailureConfig restarts the group from that checkpoint: final step == max_steps, one run."""
+    import threading
+
+    from mlflow import MlflowClient
+    from utils import write_corpus
+
+    from pipelines.data_config import load_prepare_config
+    from pipelines.prepare import run_prepare
+    from pipelines.train_config import load_train_config
+    from pipelines.trainer import run_training
+
+    write_corpus(tmp_path / "music", num_tracks=8, seconds=(4.0, 8.0), seed=0)  # has val keys
+    run_prepare(load_prepare_config({"inputs": [str(tmp_path / "music")], "output": str(tmp_path / "shards"),
+                                     "max_samples_per_shard": 4, "num_cpus": 0.5, "batch_size": 2,
+                                     "progress": False}))
+    workers = [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
+    cluster.wait_for_nodes()
+    max_steps = 6
+    cfg = load_train_config(REPO / "configs/train/tiny_cpu.yaml", [
+        f"data.shards=[{tmp_path / 'shards'}]", f"run.storage_path={tmp_path / 'ray_results'}", "run.name=nodeloss",
+        f"mlflow.tracking_uri={mlflow_sqlite}", "mlflow.experiment=drill-train", "mlflow.register_name=null",
+        f"schedule.max_steps={max_steps}", "schedule.val_every=100", "schedule.checkpoint_every=2",
+        "schedule.max_failures=2",
+        "scaling.cpus_per_worker=0.6",  # at most one train worker per one-CPU node
+        "loader.materialize=false"])  # the production path: each attempt streams from the shards again
+    run_dir = tmp_path / "ray_results" / "nodeloss"
+    event: dict[str, object] = {}
+
+    def committed_checkpoint() -> str | None:
+        """The checkpoint Ray Train has registered (its snapshot file): a folder alone may be uncommitted."""
+        try:
+            latest = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return latest and latest["checkpoint_dir_name"]
+
+    def remove_after_first_checkpoint() -> None:
+        deadline = time.monotonic() + 600
+        while not committed_checkpoint() and time.monotonic() < deadline and "done" not in event:
+            time.sleep(0.2)
+        if "done" in event:
+            return
+        nodes = actors_by_node()
+        hosting = [w for w in workers if "RayTrainWorker" in nodes.get(w.node_id, set())]
+        safe = [w for w in hosting if not any("Controller" in c or "Coordinator" in c
+                                              for c in nodes.get(w.node_id, set()))]
+        victim = (safe or hosting or workers)[0]
+        event.update(node=victim.node_id, classes=sorted(nodes.get(victim.node_id, set())),
+                     checkpoint=committed_checkpoint())
+        cluster.remove_node(victim, allow_graceful=False)
+        event["at"] = time.monotonic()
+
+    watcher = threading.Thread(target=remove_after_first_checkpoint, daemon=True)
+    t0 = time.monotonic()
+    watcher.start()
+    try:
+        result = run_training(cfg)
+    finally:
+        event["done"] = True
+        watcher.join(timeout=30)
+    took = time.monotonic() - t0
+    assert "at" in event, "the node was never removed"
+    assert result.metrics["step"] == max_steps
+    c = MlflowClient(mlflow_sqlite)
+    runs = c.search_runs([c.get_experiment_by_name("drill-train").experiment_id])
+    assert [r.info.run_id for r in runs] == [result.run_id] and runs[0].info.status == "FINISHED"
+    start = runs[0].data.tags["ray.attempt_start_step"]
+    assert start != "0", "training restarted from scratch, not from the checkpoint"
+    print(f"multi-node training: removed node hosting {event['classes']} at {event['at'] - t0:.1f} s after "
+          f"{event['checkpoint']}; resumed from step {start}, finished step {result.metrics['step']} in "
+          f"{took:.1f} s, 1 MLflow run")

@@ -245,3 +245,29 @@ def test_s3_input_and_output(ray_local, moto_s3, s3_bucket, mlflow_sqlite, tiny_
     params = MlflowClient(mlflow_sqlite).get_run(result.run_id).data.params
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str(params) and os.environ["AWS_ACCESS_KEY_ID"] not in str(params)
     assert run_tokenize(cfg, log=lambda _: None).nothing_to_do
+
+
+@pytest.mark.slow
+def test_imported_release_tokenizes(ray_local, tmp_path):
+    """The tokenization job on a directory written by ``import-muq-xcodec`` (reference mode, imported MuQ):
+    its codes equal ``Codec.from_pretrained(OUT_DIR).encode``, including a track longer than one 10 s chunk."""
+    from original_checkpoint import write_original_checkpoint
+
+    from codec import Codec
+    from codec.convert import import_muq_xcodec
+
+    ckpt, muq_json, _, _ = write_original_checkpoint(tmp_path / "orig")
+    import_muq_xcodec(ckpt, tmp_path / "imported", muq_config=muq_json)
+    encoded = write_shards(tmp_path / "in", [{"stereo": (3.0, 44100, 2, "flac"), "long": (12.5, 24000, 1, "wav")}])
+    cfg = load_tokenize_config(REPO / "configs/tokenize/default.yaml", [
+        f"model={tmp_path / 'imported'}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "progress=false",
+        "compute.torch_threads=2", "tracking.enabled=false"])
+    assert run_tokenize(cfg, log=lambda _: None).ok
+
+    codec = Codec.from_pretrained(tmp_path / "imported")
+    assert codec.config.inference.mode == "reference" and codec.config.teacher.source == "imported"
+    tracks = read_token_shard((tmp_path / "out" / "corpus-000000.tar").read_bytes())
+    assert sorted(tracks) == ["long", "stereo"]
+    for key, t in tracks.items():
+        np.testing.assert_array_equal(t["codes.npy"], reference_codes(codec, encoded[key]), err_msg=key)
+    assert tracks["long"]["codes.npy"].shape == (8, 313)

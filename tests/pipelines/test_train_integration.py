@@ -123,3 +123,58 @@ def test_worker_failure_and_resubmission_resume_same_run(music_shards, tmp_path,
     assert run.data.tags["ray.attempt_start_step"] == "16"
     assert run.data.tags["param_changed.schedule.max_steps"] == "18" and run.data.params["schedule.max_steps"] == "16"
     assert steps_of(c, result.run_id, "train/loss_g") == list(range(1, 19))
+
+
+def test_finetune_from_imported_release(music_shards, tmp_path, mlflow_sqlite):
+    """An original muq-xcodec release, imported, fine-tunes here: the run starts from its generator and
+    discriminator, its own MuQ computes the semantic targets, and the registered result keeps that MuQ."""
+    import torch
+    from original_checkpoint import write_original_checkpoint
+    from safetensors.torch import load_file
+
+    from codec.convert import import_muq_xcodec
+    from codec.inference import Codec, load_teacher
+    from pipelines.data import SemanticStage, build_teacher
+    from pipelines.trainer import data_config, run_training
+
+    ckpt, muq_json, _, _ = write_original_checkpoint(tmp_path / "orig")
+    imported = tmp_path / "imported"
+    import_muq_xcodec(ckpt, imported, muq_config=muq_json, with_discriminator=True)
+    cfg = load_train_config(REPO / "configs" / "train" / "finetune_cpu.yaml", [
+        f"init.checkpoint={imported}", f"data.shards=[{music_shards}]", f"run.storage_path={tmp_path / 'ray_results'}",
+        "run.name=finetune", f"mlflow.tracking_uri={mlflow_sqlite}", "mlflow.experiment=test-finetune",
+        "mlflow.register_name=test-finetuned", "schedule.max_steps=2", "schedule.val_every=2",
+        "schedule.checkpoint_every=2", "scaling.num_workers=1", "codec.optim.lr=1e-6"])
+    assert cfg.codec.teacher.source == "imported" and cfg.codec.model.encoder_dim == 4  # the checkpoint's config
+
+    # The data pipeline's MuQ stage runs the checkpoint's own teacher, not a random or published one.
+    spec = data_config(cfg).teacher
+    assert spec.checkpoint == str(imported)
+    audio = music_clip(1.92, 24000, 1, seed=5)[:, 0][None, None, :].astype(np.float32)
+    features = SemanticStage(spec)({"audio": audio})["semantic"]
+    with torch.no_grad():
+        expected = load_teacher(imported)(torch.from_numpy(audio)).numpy()
+    np.testing.assert_array_equal(features, expected)
+    assert not np.allclose(features, build_teacher({"random": {"dim": 64, "depth": 1, "heads": 2, "conv_dim": 8},
+                                                    "layer": -1})(torch.from_numpy(audio)).detach().numpy())
+
+    result = run_training(cfg)
+    assert result.metrics["step"] == 2
+    # Two steps at lr 1e-6 from the imported weights: within 1e-5 of them, and moved (training happened).
+    final = Path(result.checkpoint_path)
+    for ours, theirs in (("generator.safetensors", "model.safetensors"),
+                         ("discriminator.safetensors", "discriminator.safetensors")):
+        got, start = load_file(str(final / ours)), load_file(str(imported / theirs))
+        assert got.keys() == start.keys(), ours
+        for key in start:
+            torch.testing.assert_close(got[key], start[key], rtol=0, atol=1e-5, msg=key)
+        assert any(not torch.equal(got[key], start[key]) for key in start), f"{ours}: no step was taken"
+
+    # The registered model carries the imported teacher and encodes with it.
+    assert result.model_uri == "models:/test-finetuned/1"
+    codec = Codec.from_pretrained(result.model_uri)
+    assert codec.config.teacher.source == "imported"
+    stored = load_file(str(imported / "teacher.safetensors"))
+    for key, value in codec.get_teacher().muq.state_dict().items():
+        torch.testing.assert_close(value, stored[key], rtol=0, atol=0, msg=key)
+    assert codec.encode(music_clip(2.0, 24000, 1, seed=3)[:, 0], 24000).shape == (1, 8, 50)

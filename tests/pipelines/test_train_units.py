@@ -19,9 +19,17 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))
 
 
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A saved tiny codec (generator + random teacher, no discriminator) to fine-tune from."""
+    from codec import Codec
+
+    return Codec.from_pretrained("tiny").save_pretrained(tmp_path_factory.mktemp("tiny"))
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    cfg = load_train_config(path)
+def test_shipped_configs_load(path, tiny_checkpoint):
+    cfg = load_train_config(path, [f"init.checkpoint={tiny_checkpoint}"] if "finetune" in path.name else [])
     assert cfg.scaling.num_workers >= 1
     assert cfg.codec.model.n_codebooks == 8 and cfg.codec.model.codebook_size == 1024
 
@@ -59,6 +67,36 @@ def test_bad_config_names_the_key(override, key):
     with pytest.raises(TrainConfigError) as e:
         load_train_config(REPO / "configs/train/tiny_cpu.yaml", [override])
     assert str(e.value).startswith(key), str(e.value)
+
+
+def test_finetune_takes_the_checkpoint_config(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_checkpoint.parent)
+    cfg = load_train_config(REPO / "configs/train/finetune_cpu.yaml", [f"init.checkpoint={tiny_checkpoint.name}"])
+    assert cfg.init.checkpoint == str(tiny_checkpoint)  # made absolute for the workers
+    assert cfg.codec.name == "tiny" and cfg.codec.optim.lr == 2e-5  # the checkpoint's config + the YAML's override
+    assert cfg.codec_preset is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ([], "init.checkpoint: required"),
+    (["init.checkpoint=CKPT", "codec_preset=tiny"], "codec_preset: set either codec_preset (tiny) or init.checkpoint"),
+    (["init.checkpoint=/no/such/dir"], "init.checkpoint: /no/such/dir is not a codec checkpoint"),
+    (["init.checkpoint=CKPT", "codec.model.codebook_size=512"],
+     "codec.model: model.safetensors does not fit the run's codec config: quantizer.quantizers.0.codebook.weight: "
+     "checkpoint [1024, 8] vs config [512, 8]"),
+    (["init.checkpoint=CKPT", "init.discriminator=load"], "init.discriminator: 'load' but"),
+    (["init.checkpoint=CKPT", "init.discriminator=maybe"], "init.discriminator: must be one of"),
+])
+def test_bad_finetune_config_names_the_key(tiny_checkpoint, overrides, message):
+    with pytest.raises(TrainConfigError) as e:
+        load_train_config(REPO / "configs/train/finetune_cpu.yaml",
+                          [o.replace("CKPT", str(tiny_checkpoint)) for o in overrides])
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_imported_teacher_needs_a_checkpoint():
+    with pytest.raises(TrainConfigError, match="^codec.teacher.source: .*set init.checkpoint"):
+        load_train_config(None, ["codec.teacher.source=imported", "codec.teacher.muq_config={encoder_dim: 32}"])
 
 
 def test_params_redact_secrets():
