@@ -1,7 +1,10 @@
 """Drill 9 (multi-node): a worker node of a real multi-node Ray cluster (``ray.cluster_utils.Cluster``:
-head + 2 worker nodes, one CPU each, loopback only) is removed while the tokenize job runs on it. The job
-must finish (Ray restarts the lost actor elsewhere and Ray Data retries its shard) and its output must be
-byte-identical to a clean single-node run.
+head + 2 worker nodes, one CPU each, loopback only) is removed while a job runs on it.
+
+- Tokenization: the job must finish (Ray restarts the lost actor elsewhere and Ray Data retries its shard)
+  and its output must be byte-identical to a clean single-node run.
+- Training: 2 Ray Train workers on 2 nodes; after the first committed checkpoint the node of one worker is
+  removed; ``FailureConfig`` must restart the group from that checkpoint and finish, in one MLflow run.
 
 The cluster is private to this module (not the session's ``ray_local``): a Ray already initialised in this
 process is shut down first and a local one like ``ray_local``'s is started again afterwards.
