@@ -26,7 +26,7 @@ SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
     "data_throughput.py": ([], ["--tracks", "8", "--seconds", "10"]),
     "train_throughput.py": (["--steps", "10", "--warmup", "2", "--workers", "1", "2"], ["--steps", "4", "--warmup", "1"]),
     "tokenize_throughput.py": (["--tracks", "4", "--seconds", "30", "--per-shard", "2", "--rss-minutes", "1", "60"],
-                               ["--tracks", "3", "--seconds", "10", "--rss-minutes", "1", "5"]),
+                               ["--tracks", "3", "--seconds", "10", "--rss-minutes", "1", "5", "--rss-shard-tracks", "5"]),
 }
 
 

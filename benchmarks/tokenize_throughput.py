@@ -89,14 +89,16 @@ def bench_bare(shards: list[Path], threads: int) -> dict:
     import torch
 
     from codec import Codec
-    from pipelines.tokenize import decode_track
+    from pipelines.tokenize import probe_track
 
     torch.set_num_threads(threads)
     codec = Codec.from_pretrained("tiny")
     tracks = []
     for shard in shards:
         with open(shard, "rb") as f:
-            tracks += [decode_track(s) for s in tio.iter_samples(f)]
+            tracks += [probe_track(s) for s in tio.iter_samples(f)]
+    for t in tracks:
+        t.decode()
     codec.encode(tracks[0].audio[:, :RATE], sample_rate=RATE)  # build the teacher outside the timing
     seconds = sum(t.seconds for t in tracks)
     t0 = time.perf_counter()
@@ -115,8 +117,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rss_child(shard: str, minutes: float, threads: int) -> None:
-    """Subprocess body: tokenize ``shard`` (one track of ``minutes``) and print peak RSS (MiB)."""
+def rss_child(shard: str, minutes: float, threads: int, tracks: int = 1) -> None:
+    """Subprocess body: tokenize ``shard`` (``tracks`` tracks of ``minutes``) and print peak RSS (MiB)."""
     import torch
 
     from pipelines.tokenize import ShardTokenizer
@@ -130,20 +132,21 @@ def rss_child(shard: str, minutes: float, threads: int) -> None:
         row = stage({"shard": np.array([shard])})
         wall = time.perf_counter() - t0
         assert row["ok"][0], row["error"][0]
-    print(json.dumps({"minutes": minutes, "peak_rss_mib": round(peak_rss_mib(), 1),
+    print(json.dumps({"minutes": minutes, "tracks": tracks, "peak_rss_mib": round(peak_rss_mib(), 1),
                       "rss_after_model_load_mib": round(before, 1), "wall_s": round(wall, 1),
-                      "audio_s_per_s": round(minutes * 60 / wall, 2)}))
+                      "audio_s_per_s": round(tracks * minutes * 60 / wall, 2)}))
 
 
-def measure_rss(minutes: float, threads: int, timeout: float) -> dict:
-    """Run :func:`rss_child` in a subprocess, polling its VmHWM from outside. A child still running after
-    ``timeout`` s is stopped; its peak so far is reported with ``completed: false`` (the peak is reached
-    while decoding and resampling the whole track, before the window loop)."""
+def measure_rss(minutes: float, threads: int, timeout: float, tracks: int = 1) -> dict:
+    """Run :func:`rss_child` on one shard of ``tracks`` tracks in a subprocess, polling its VmHWM from
+    outside. A child still running after ``timeout`` s is stopped; its peak so far is reported with
+    ``completed: false`` (the peak is reached while decoding and resampling a track, before the window loop)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     tmp = tempfile.TemporaryDirectory()
-    shard = write_corpus(Path(tmp.name), 1, minutes * 60, 1)[0]
+    shard = write_corpus(Path(tmp.name), tracks, minutes * 60, tracks)[0]
     proc = subprocess.Popen([sys.executable, __file__, "--rss-child", str(minutes), "--shard", str(shard),
-                             "--threads", str(threads)], env=env, stdout=subprocess.PIPE, text=True)
+                             "--threads", str(threads), "--shard-tracks", str(tracks)],
+                            env=env, stdout=subprocess.PIPE, text=True)
     peak, t0 = 0.0, time.perf_counter()
     while proc.poll() is None and time.perf_counter() - t0 < timeout:
         try:
@@ -156,7 +159,7 @@ def measure_rss(minutes: float, threads: int, timeout: float) -> dict:
         proc.kill()
         proc.wait()
         tmp.cleanup()
-        return {"minutes": minutes, "peak_rss_mib": round(peak, 1), "completed": False,
+        return {"minutes": minutes, "tracks": tracks, "peak_rss_mib": round(peak, 1), "completed": False,
                 "observed_s": round(time.perf_counter() - t0, 1)}
     tmp.cleanup()
     out = json.loads(proc.stdout.read().strip().splitlines()[-1])
@@ -171,11 +174,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rss-minutes", type=float, nargs="*", default=[1.0, 60.0])
     p.add_argument("--rss-timeout", type=float, default=3600.0, help="stop an RSS run after this many seconds")
+    p.add_argument("--rss-shard-tracks", type=int, default=20,
+                   help="also measure a shard of this many 1-minute tracks (0: skip)")
+    p.add_argument("--shard-tracks", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
     p.add_argument("--shard", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.rss_child is not None:
-        rss_child(args.shard, args.rss_child, args.threads)
+        rss_child(args.shard, args.rss_child, args.threads, args.shard_tracks)
         return
     report: dict = {"threads": args.threads, "tracks": args.tracks, "track_seconds": args.seconds,
                     "input": f"{RATE} Hz stereo FLAC", "model": "tiny"}
@@ -185,6 +191,8 @@ def main() -> None:
         report["ray"] = bench_ray(Path(tmp) / "in", Path(tmp) / "out", args.threads)
     report["ray_over_bare"] = report["ray"]["audio_s_per_s"] / report["bare"]["audio_s_per_s"]
     report["rss"] = [measure_rss(m, args.threads, args.rss_timeout) for m in args.rss_minutes]
+    if args.rss_shard_tracks:
+        report["rss_shard"] = measure_rss(1.0, args.threads, args.rss_timeout, tracks=args.rss_shard_tracks)
     print(json.dumps(report, indent=1))
     print(f"bare loop: {report['bare']['audio_s_per_s']:.2f} audio-s/s | Ray job: {report['ray']['audio_s_per_s']:.2f} "
           f"audio-s/s (incl. actor start) | ratio {report['ray_over_bare']:.2f}")
@@ -197,6 +205,12 @@ def main() -> None:
     if len(rss) >= 2:
         emit(f"tokenize peak RSS, {rss[-1]['minutes']:g}-min track", "MiB", rss[-1]["peak_rss_mib"],
              f"{rss[0]['minutes']:g}-min track", rss[0]["peak_rss_mib"], higher_is_better=False)
+    if "rss_shard" in report:
+        one = next((r for r in rss if r["minutes"] == 1.0), None) or measure_rss(1.0, args.threads, args.rss_timeout)
+        many = report["rss_shard"]
+        print(f"shard of {many['tracks']} x 1-min tracks: peak RSS {many['peak_rss_mib']:.0f} MiB")
+        emit(f"tokenize peak RSS, shard of {many['tracks']} 1-min tracks", "MiB", many["peak_rss_mib"],
+             "shard of one 1-min track", one["peak_rss_mib"], higher_is_better=False)
 
 
 if __name__ == "__main__":

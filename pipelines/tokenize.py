@@ -1,7 +1,8 @@
 """Ray Data stage that tokenizes whole WebDataset shards with the codec (MuQ + encoder + RVQ).
 
-One call = one input shard: read and decode its tracks, sort them by length, encode them whole in
-length-batched ``Codec.encode`` calls (fixed-grid windowed long-track encoding), then write the output
+One call = one input shard: read its tracks (kept compressed), sort them by length from their headers,
+decode and encode them whole in length-batched ``Codec.encode`` calls (fixed-grid windowed long-track
+encoding; one batch of decoded audio in memory at a time), then write the output
 shard (deterministic tar of ``KEY.codes.npy`` int16 [n_q, T] + ``KEY.json``) and, last, the shard's
 done marker. A shard is therefore either done (marker present, output complete) or redone by the next
 run; nothing is appended, so no track is duplicated or lost.
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pipelines import tokenize_io as tio
-from pipelines.audio_decode import DUPLICATE_KEY, Skip, decode_bytes, find_audio
+from pipelines.audio_decode import DUPLICATE_KEY, Skip, decode_bytes, find_audio, open_audio
 from pipelines.storage import StorageConfig
 
 CODES_SUFFIX = "codes.npy"
@@ -34,43 +35,66 @@ class SkipTrack(Exception):
 
 @dataclass
 class Track:
-    """A decoded input track. audio: float32 [C, N] (channels first) at ``sample_rate``."""
+    """An input track, kept encoded until the encode batch that needs it (:meth:`decode`).
+
+    Until then ``sample_rate``, ``num_samples`` and ``channels`` are the header's (enough to batch by
+    length); decoding replaces them with the decoded facts. ``audio`` (float32 [C, N]) exists only while
+    its batch is encoded, so a shard's memory is its compressed bytes plus one batch of decoded audio.
+    """
 
     key: str
-    audio: np.ndarray
+    data: bytes = field(repr=False)
     sample_rate: int
+    num_samples: int
+    channels: int
     suffix: str
     source_meta: dict[str, Any] | None = None
+    audio: np.ndarray | None = field(default=None, repr=False)
     codes: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.audio.shape[-1])
 
     @property
     def seconds(self) -> float:
         return self.num_samples / self.sample_rate
 
+    def decode(self) -> None:
+        """Decode ``data`` into ``audio`` (and drop the bytes).
 
-def decode_track(sample: dict[str, Any]) -> Track:
-    """Decode one WebDataset sample's whole audio (any suffix :mod:`pipelines.audio_decode` reads).
+        Raises:
+            SkipTrack: undecodable, truncated to nothing or non-finite audio.
+        """
+        decoded = decode_bytes(self.data)
+        if isinstance(decoded, Skip):
+            raise SkipTrack(_reason(decoded))
+        self.audio, self.sample_rate = decoded
+        self.channels, self.num_samples = (int(n) for n in self.audio.shape)
+        self.data = b""
+
+
+def _reason(skip: Skip) -> str:
+    return f"{skip.reason}: {skip.detail}" if skip.detail else skip.reason
+
+
+def probe_track(sample: dict[str, Any]) -> Track:
+    """A WebDataset sample's audio member (any suffix :mod:`pipelines.audio_decode` reads), header checked,
+    not decoded yet.
 
     Raises:
-        SkipTrack: no audio member, empty, undecodable, truncated to nothing or non-finite audio.
+        SkipTrack: no audio member, empty or an unreadable header.
     """
     found = find_audio(sample)
-    decoded = found if isinstance(found, Skip) else decode_bytes(found[1])
-    if isinstance(decoded, Skip):
-        raise SkipTrack(f"{decoded.reason}: {decoded.detail}" if decoded.detail else decoded.reason)
-    audio, sample_rate = decoded
+    opened = found if isinstance(found, Skip) else open_audio(found[1])
+    if isinstance(opened, Skip):
+        raise SkipTrack(_reason(opened))
+    f, info = opened
+    f.close()
     meta = None
     if isinstance(sample.get("json"), bytes):
         try:
             meta = json.loads(sample["json"])
         except (ValueError, UnicodeDecodeError):
             meta = None
-    return Track(key=sample["__key__"], audio=audio, sample_rate=sample_rate, suffix=found[0],
-                 source_meta=meta if isinstance(meta, dict) else None)
+    return Track(key=sample["__key__"], data=found[1], sample_rate=info.sample_rate, num_samples=info.frames,
+                 channels=info.channels, suffix=found[0], source_meta=meta if isinstance(meta, dict) else None)
 
 
 def length_batches(tracks: list[Track], batch_size: int, batch_seconds: float) -> list[list[Track]]:
@@ -145,7 +169,7 @@ class ShardTokenizer:
         return {k: np.array([r[k] for r in rows]) for k in ROW_KEYS}
 
     def read_tracks(self, url: str) -> tuple[list[Track], list[dict[str, str]]]:
-        """Decoded tracks of a shard and the skipped ones ``[{"key", "reason"}]``.
+        """Tracks of a shard (compressed, see :class:`Track`) and the skipped ones ``[{"key", "reason"}]``.
 
         Raises:
             OSError, tarfile.TarError: the shard itself is unreadable (the whole shard is retried later).
@@ -163,43 +187,55 @@ class ShardTokenizer:
                     skipped.append({"key": key, "reason": f"{DUPLICATE_KEY}: key repeated in shard"})
                     continue
                 try:
-                    tracks[key] = decode_track(sample)
+                    tracks[key] = probe_track(sample)
                 except SkipTrack as e:
                     skipped.append({"key": key, "reason": str(e)})
         return list(tracks.values()), skipped + truncated
 
     def encode(self, tracks: list[Track]) -> list[dict[str, str]]:
-        """Fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length.
+        """Decode and fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length.
 
-        A batch whose encode fails is retried track by track; a track that still fails is dropped from
-        ``tracks`` and returned as skipped ``{"key", "reason"}``.
+        A track that does not decode is skipped. A batch whose encode fails is retried track by track; a
+        track that still fails is skipped too. Skipped tracks are dropped from ``tracks`` and returned as
+        ``{"key", "reason"}``.
 
         Raises:
             MemoryError, torch.OutOfMemoryError: not the track's fault; the shard is retried by a rerun.
-            RuntimeError: every track failed (a model/config problem, not bad tracks).
+            RuntimeError: every decodable track failed to encode (a model/config problem, not bad tracks).
         """
         import torch
 
         fatal = (MemoryError, torch.OutOfMemoryError)
-        skipped = []
+        undecodable, failed = [], []
         for batch in length_batches(tracks, self.batch_size, self.batch_seconds):
+            ready = []
+            for t in batch:
+                try:
+                    t.decode()
+                    ready.append(t)
+                except SkipTrack as e:
+                    undecodable.append({"key": t.key, "reason": str(e)})
             try:
-                self._encode_batch(batch)
+                if ready:
+                    self._encode_batch(ready)
             except fatal:
                 raise
             except Exception:  # noqa: BLE001  (isolate the bad track below)
-                for t in batch:
+                for t in ready:
                     try:
                         self._encode_batch([t])
                     except fatal:
                         raise
                     except Exception as e:  # noqa: BLE001
-                        skipped.append({"key": t.key, "reason": f"encode_error: {type(e).__name__}: {e}"[:300]})
-        if tracks and len(skipped) == len(tracks):
-            raise RuntimeError(f"every track failed to encode, e.g. {skipped[0]['reason']}")
-        bad = {s["key"] for s in skipped}
+                        failed.append({"key": t.key, "reason": f"encode_error: {type(e).__name__}: {e}"[:300]})
+            finally:
+                for t in batch:
+                    t.audio = None  # free this batch's audio before decoding the next
+        if failed and len(failed) == len(tracks) - len(undecodable):
+            raise RuntimeError(f"every track failed to encode, e.g. {failed[0]['reason']}")
+        bad = {s["key"] for s in undecodable + failed}
         tracks[:] = [t for t in tracks if t.key not in bad]
-        return skipped
+        return undecodable + failed
 
     def _encode_batch(self, batch: list[Track]) -> None:
         import torch
@@ -210,8 +246,6 @@ class ShardTokenizer:
         for t, c in zip(batch, codes, strict=True):
             n = self.codec.num_frames(t.num_samples, t.sample_rate)  # = ceil(duration * 25)
             t.codes = np.ascontiguousarray(c[:, :n].numpy().astype(np.int16))
-        for t in batch:
-            t.audio = np.empty((0, 0), np.float32)  # free memory early
 
     def tokenize_shard(self, url: str) -> dict[str, Any]:
         """Tokenize one input shard; returns a progress row (see ``ROW_KEYS``)."""
@@ -221,12 +255,12 @@ class ShardTokenizer:
         except Exception as e:  # noqa: BLE001  (an unreadable shard must not kill the job)
             return {"shard": name, "ok": False, "tracks": 0, "seconds": 0.0, "frames": 0, "skipped": 0,
                     "error": f"cannot read {url}: {type(e).__name__}: {e}"}
-        meta = {t.key: (t.seconds, t.num_samples, t.sample_rate, int(t.audio.shape[0])) for t in tracks}
         try:
             skipped += self.encode(tracks)
         except Exception as e:  # noqa: BLE001  (shard stays not-done; a rerun retries it)
             return {"shard": name, "ok": False, "tracks": 0, "seconds": 0.0, "frames": 0, "skipped": 0,
                     "error": f"encode failed for {url}: {type(e).__name__}: {e}"}
+        meta = {t.key: (t.seconds, t.num_samples, t.sample_rate, t.channels) for t in tracks}  # decoded facts
         members: dict[str, bytes] = {}
         counts = None
         frames = 0

@@ -71,7 +71,7 @@ def test_list_shards_dir_glob_brace_and_name_clash(tmp_path):
 
 def test_length_batches_sort_by_rate_and_length():
     def track(key, seconds, sr):
-        return Track(key, np.zeros((1, int(seconds * sr)), np.float32), sr, "wav")
+        return Track(key, b"", sample_rate=sr, num_samples=int(seconds * sr), channels=1, suffix="wav")
 
     tracks = [track("a", 3, 8000), track("b", 20, 8000), track("c", 5, 8000), track("d", 4, 44100),
               track("e", 200, 8000)]
@@ -167,6 +167,39 @@ def test_encode_failure_skips_only_the_bad_track(tiny_stage, tmp_path, monkeypat
     assert marker["keys"] == ["ok"] and marker["skipped"][0]["key"] == "boom"
     assert marker["skipped"][0]["reason"].startswith("encode_error: RuntimeError: kaboom")
     assert marker["seconds"] == pytest.approx(0.5)
+
+
+def test_a_shard_is_decoded_one_batch_at_a_time(tiny_stage, tmp_path, monkeypatch):
+    """Tracks stay compressed until their encode batch: decoded audio never exceeds one batch, and a track
+    that only fails when decoded (NaN samples behind a valid header) is a reported skip, not a crash."""
+    stage, out = tiny_stage
+    shard = tmp_path / "in" / "lazy-000000.tar"
+    nan = io.BytesIO()
+    sf.write(nan, np.full((4000, 1), np.nan, np.float32), 8000, format="WAV", subtype="FLOAT")
+    write_shard(shard, {f"t{i}": (0.3 + 0.1 * i, 8000, 1, "wav") for i in range(6)},
+                extra={"nan.wav": nan.getvalue()})
+    tracks = []
+    read, decode = stage.read_tracks, Track.decode
+
+    def keep(url):
+        result = read(url)
+        tracks.extend(result[0])
+        return result
+
+    def watched(self):
+        decode(self)
+        live.append(sum(t.audio is not None for t in tracks))
+
+    live: list[int] = []
+    monkeypatch.setattr(stage, "read_tracks", keep)
+    monkeypatch.setattr(Track, "decode", watched)
+    monkeypatch.setattr(stage, "batch_size", 2)
+    row = stage({"shard": np.array([str(shard)])})
+    assert row["ok"].tolist() == [True] and row["tracks"].tolist() == [6] and row["skipped"].tolist() == [1]
+    assert len(live) == 6 and max(live) == 2  # 3 batches of 2; the NaN track never became audio
+    marker = json.loads((out / "_done" / "lazy-000000.json").read_text())
+    assert [(s["key"], s["reason"].split(":")[0]) for s in marker["skipped"]] == [("nan", "nonfinite")]
+    assert marker["seconds"] == pytest.approx(sum(0.3 + 0.1 * i for i in range(6)))
 
 
 def test_plan_refuses_output_from_another_config(tmp_path):
