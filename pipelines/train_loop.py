@@ -2,8 +2,9 @@
 
 Each worker builds the generator and discriminator from the codec config (same seed on every rank),
 restores the last checkpoint if Ray hands one over (weights, both optimizers and schedulers, step, RNG)
-or else, when fine-tuning, loads the ``init.checkpoint`` weights (:mod:`pipelines.train_init`), wraps both networks in DDP and runs :class:`codec.train_step.GANTrainStep` on batches of its
-``train`` dataset shard until ``schedule.max_steps``. Every ``checkpoint_every`` steps all workers call
+or else, when fine-tuning, loads the ``init.checkpoint`` weights (:mod:`pipelines.train_init`), wraps
+both networks in DDP and runs :class:`codec.train_step.GANTrainStep` on batches of its ``train`` dataset
+shard until ``schedule.max_steps``. Every ``checkpoint_every`` steps all workers call
 ``ray.train.report`` together (rank 0 writes the state, every rank its RNG). Rank 0 alone talks to
 MLflow: step metrics, validation (mel distance per number of quantizers, codebook usage), audio and
 spectrogram samples, and the final model (:mod:`pipelines.train_eval` holds the validation code).
