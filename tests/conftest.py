@@ -34,6 +34,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture
+def single_torch_thread():
+    """One intra-op thread for this test, whatever an earlier test (e.g. a stage built with torch_threads=2)
+    left set; restored afterwards. Modules of CPU-heavy model tests opt in with ``pytestmark``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """A real local Ray cluster on 127.0.0.1 with 2 CPUs, shared by the session."""

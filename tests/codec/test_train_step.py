@@ -25,13 +25,7 @@ class FrozenConvTeacher(torch.nn.Module):
         return self.conv(audio.reshape(audio.shape[0], 1, -1)).transpose(1, 2)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machine, 2 spinning OpenMP threads make steps ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _nets(quantizer_dropout=0.0):

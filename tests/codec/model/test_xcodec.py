@@ -6,14 +6,7 @@ import torch
 from codec.model.xcodec import XCodec
 from codec.nn.layers import fold_weight_norm
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on the shared 2-core machine, 2 spinning OpenMP threads make tests far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 TINY = dict(encoder_dim=8, decoder_dim=64, semantic_dim=32)

@@ -1,7 +1,10 @@
+import pytest
 import torch
 from torch.nn.utils import parametrize
 
 from codec.nn.layers import Snake1d, WNConv1d, WNConvTranspose1d, fold_weight_norm, init_weight_normed_
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_snake_is_identity_plus_periodic_term():

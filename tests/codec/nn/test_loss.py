@@ -10,6 +10,8 @@ from codec.nn.loss import (
     split_real_fake,
 )
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def test_mel_loss_is_built_for_the_given_rate_not_16k():
     """The published model computed its mel loss at 16 kHz on 24 kHz audio."""

@@ -3,6 +3,8 @@ import torch
 
 from codec.nn.quantize import ResidualVectorQuantize
 
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
 
 def _rvq(**kw):
     torch.manual_seed(0)
