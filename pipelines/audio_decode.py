@@ -48,6 +48,11 @@ class Skip:
     reason: str
     detail: str = ""
 
+    @property
+    def message(self) -> str:
+        """``"reason: detail"`` (or just the reason): how skips are reported in stats and markers."""
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
 
 @dataclass(frozen=True)
 class AudioInfo:

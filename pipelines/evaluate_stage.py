@@ -212,7 +212,7 @@ class ShardEvaluator:
                     found = find_audio(sample)
                     decoded = found if isinstance(found, Skip) else decode_bytes(found[1])
                     if isinstance(decoded, Skip):
-                        skipped.append({"key": key, "shard": name, "reason": _reason(decoded)})
+                        skipped.append({"key": key, "shard": name, "reason": decoded.message})
                         continue
                     keep = len(audio) < examples
                     try:
@@ -221,7 +221,7 @@ class ShardEvaluator:
                         logger.warning("track %s of %s failed: %s", key, name, error_message(e))
                         r = Skip(FAILED, error_message(e))
                     if isinstance(r, Skip):
-                        skipped.append({"key": key, "shard": name, "reason": _reason(r)})
+                        skipped.append({"key": key, "shard": name, "reason": r.message})
                         continue
                     tracks.append({"key": key, "shard": name, "seconds": r.seconds, "settings": r.settings})
                     counts = r.counts if counts is None else counts + r.counts
@@ -234,7 +234,3 @@ class ShardEvaluator:
         result = {"tracks": tracks, "skipped": skipped, "counts": None if counts is None else counts.tolist(),
                   "examples": audio}
         return {"shard": name, "ok": True, "error": "", "result": json.dumps(result)}
-
-
-def _reason(skip: Skip) -> str:
-    return f"{skip.reason}: {skip.detail}" if skip.detail else skip.reason

@@ -64,14 +64,10 @@ class Track:
         """
         decoded = decode_bytes(self.data)
         if isinstance(decoded, Skip):
-            raise SkipTrack(_reason(decoded))
+            raise SkipTrack(decoded.message)
         self.audio, self.sample_rate = decoded
         self.channels, self.num_samples = (int(n) for n in self.audio.shape)
         self.data = b""
-
-
-def _reason(skip: Skip) -> str:
-    return f"{skip.reason}: {skip.detail}" if skip.detail else skip.reason
 
 
 def probe_track(sample: dict[str, Any]) -> Track:
@@ -84,7 +80,7 @@ def probe_track(sample: dict[str, Any]) -> Track:
     found = find_audio(sample)
     opened = found if isinstance(found, Skip) else open_audio(found[1])
     if isinstance(opened, Skip):
-        raise SkipTrack(_reason(opened))
+        raise SkipTrack(opened.message)
     f, info = opened
     f.close()
     meta = None

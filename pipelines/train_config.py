@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from codec.checkpoint import is_mlflow_uri
 from codec.config import CodecConfig, ConfigError, load_codec_config, validate_codec_config
 from pipelines.data_config import DataConfig, DataConfigError, load_data_config
 from pipelines.train_init import DISCRIMINATOR_MODES, InitError, check_init, codec_config_path
@@ -186,8 +187,8 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] |
         dot = _merge(dot, {"init": {"checkpoint": checkpoint}})
     try:
         codec_base = load_codec_config(codec_config_path(checkpoint) if checkpoint else str(preset or "tiny"))
-    except InitError as e:
-        _fail("init.checkpoint", str(e).removeprefix("init.checkpoint: "))
+    except InitError as e:  # its message starts with the key
+        raise TrainConfigError(str(e)) from None
     except ConfigError as e:
         _fail(f"init.checkpoint ({checkpoint})" if checkpoint else f"codec_preset ({preset})", str(e))
     except FileNotFoundError as e:
@@ -212,7 +213,7 @@ def _top_level(raw: DictConfig, dot: DictConfig, key: str) -> Any:
 def absolute_path(ref: str) -> str:
     """URIs (``models:/``, ``s3://``) as given; local paths made absolute so workers in other directories
     see the same folder."""
-    return ref if "://" in ref or ref.startswith(("models:/", "runs:/")) else str(Path(ref).expanduser().resolve())
+    return ref if "://" in ref or is_mlflow_uri(ref) else str(Path(ref).expanduser().resolve())
 
 
 def validate_train_config(cfg: DictConfig) -> None:

@@ -44,7 +44,7 @@ def checkpoint_dir(ref: str) -> Path:
     """
     try:
         return resolve_checkpoint_dir(ref)
-    except (FileNotFoundError, OSError) as e:
+    except OSError as e:  # FileNotFoundError included
         raise InitError(f"init.checkpoint: {e}") from None
     except Exception as e:  # MLflow: unknown model / alias / run
         raise InitError(f"init.checkpoint: cannot fetch {ref}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
