@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from codec.checkpoint import MODEL_FILE, TEACHER_FILE
+from codec.checkpoint import MODEL_FILE, TEACHER_FILE, is_mlflow_uri
 
 TAGS = ["audio", "music", "neural-audio-codec", "audio-tokenizer", "muq-xcodec"]
 EVAL_METRICS = {"mel_distance": "mel distance ↓", "stft_distance": "STFT distance ↓", "si_sdr": "SI-SDR (dB) ↑",
@@ -92,7 +92,7 @@ def render_model_card(cfg: Any, folder: Path, repo_id: str | None = None, source
         cfg: the codec config (``load_codec_config``).
         folder: the folder holding the weights (for the parameter count).
         repo_id: Hub id used in the usage examples.
-        source: where the weights came from (checkpoint directory or MLflow URI).
+        source: where the weights came from; an MLflow URI is named in the card, a local path is not.
         training_data: training data description (None: "not recorded").
         evaluation: content of ``eval.json`` (None: no evaluation section table).
     """
@@ -103,17 +103,17 @@ def render_model_card(cfg: Any, folder: Path, repo_id: str | None = None, source
     lines = [
         "---", front, "---", "",
         f"# {repo_id or cfg.name}", "",
-        f"`{cfg.name}`: a semantic music codec trained with "
-        "[muq-xcodec](https://github.com/dzq84/muq-xcodec) (X-Codec 1.0 recipe: DAC-style acoustic encoder "
-        "fused with a frozen MuQ music model before a residual VQ). It turns music into discrete tokens for "
-        "audio language models and decodes tokens back to audio; any prefix of the RVQ layers is usable.", "",
+        f"`{cfg.name}`: a muq-xcodec semantic music codec (the X-Codec 1.0 recipe of "
+        "[muq-xcodec](https://github.com/dzq84/muq-xcodec): a DAC-style acoustic encoder fused with a frozen MuQ "
+        "music model before a residual VQ). It turns music into discrete tokens for audio language models and "
+        "decodes tokens back to audio; any prefix of the RVQ layers is usable.", "",
         "## Usage", "",
         "```python",
         "from codec import Codec",
         "",
-        f'codec = Codec.from_pretrained("{repo}")          # or revision="<tag or commit>"',
-        "codes = codec.encode(audio, sample_rate=44100)   # int16 [B, n_q, T]",
-        "audio_24k = codec.decode(codes)                  # [B, 1, T * hop]",
+        f'codec = Codec.from_pretrained("{repo}")  # or revision="<tag or commit>"',
+        "codes = codec.encode(audio, sample_rate=44100)  # int16 [B, n_q, T]",
+        "audio_24k = codec.decode(codes)  # [B, 1, T * hop]",
         "```", "",
         "```bash",
         f"muq-xcodec encode song.flac song.npz --model {repo} --n-q 4",
@@ -126,8 +126,8 @@ def render_model_card(cfg: Any, folder: Path, repo_id: str | None = None, source
         *(_evaluation(evaluation) if evaluation else ["No evaluation report was published with this checkpoint."]),
         "",
     ]
-    if source:
-        lines += ["## Provenance", "", f"Published from `{source}`.", ""]
+    if source and is_mlflow_uri(source):  # a local path would only leak the publisher's file layout
+        lines += ["## Provenance", "", f"Published from the MLflow model `{source}`.", ""]
     return "\n".join(lines)
 
 

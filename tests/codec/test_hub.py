@@ -121,6 +121,7 @@ def test_missing_from_the_offline_cache_is_a_clear_error(hf_cache):
         codec.get_model("nobody/nothing", revision="v2")
 
 
+@pytest.mark.slow
 def test_cli_encodes_and_decodes_with_a_hub_id_from_the_user_cache(tmp_path, tiny_dirs):
     """A fresh process with HF_HOME set, as a user's: encode by Hub id, decode from the recorded pinned id."""
     first, _ = tiny_dirs
