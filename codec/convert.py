@@ -558,13 +558,14 @@ def export_state_dict(directory: str | Path, with_discriminator: bool = False) -
 
 def original_hparams(cfg: Any) -> dict[str, Any]:
     """The original ``CODEC.__init__`` arguments for our config's geometry (Lightning passes a checkpoint's
-    ``hyper_parameters`` to ``__init__`` in ``load_from_checkpoint``)."""
+    ``hyper_parameters`` to ``__init__`` in ``load_from_checkpoint``). ``quantizer_dropout`` is typed ``bool``
+    there but used as DAC's dropout probability, so the float is kept."""
     m = cfg.model
     return {"encoder_dim": int(m.encoder_dim), "encoder_rates": [int(r) for r in m.encoder_rates],
             "latent_dim": None if m.latent_dim is None else int(m.latent_dim), "decoder_dim": int(m.decoder_dim),
             "decoder_rates": [int(r) for r in m.decoder_rates], "n_codebooks": int(m.n_codebooks),
             "codebook_size": int(m.codebook_size), "codebook_dim": int(m.codebook_dim),
-            "quantizer_dropout": float(m.quantizer_dropout) > 0, "sample_rate": int(m.sample_rate)}
+            "quantizer_dropout": float(m.quantizer_dropout), "sample_rate": int(m.sample_rate)}
 
 
 def fresh_discriminator_state(cfg: Any) -> dict[str, Tensor]:

@@ -237,7 +237,8 @@ def _lightning_load(path, muq: dict, disc_channels: int = 32, strict: bool = Tru
     """The original ``CODEC.load_from_checkpoint`` (Lightning's own loader) on the original module layout."""
     from original_checkpoint import original_lightning_class
 
-    return original_lightning_class(muq, disc_channels).load_from_checkpoint(path, map_location="cpu", strict=strict)
+    return original_lightning_class(muq, disc_channels).load_from_checkpoint(path, map_location="cpu", strict=strict,
+                                                                           weights_only=True)
 
 
 def test_export_loads_strictly_with_lightning_and_a_fresh_discriminator(tiny_source, tiny_imported, tmp_path):
