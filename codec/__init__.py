@@ -1,7 +1,7 @@
 """muq-xcodec: a semantic music codec (X-Codec 1.0 recipe with a frozen MuQ teacher).
 
 >>> from codec import Codec
->>> codec = Codec.from_pretrained("tiny")            # or a checkpoint dir, models:/NAME@ALIAS, runs:/...
+>>> codec = Codec.from_pretrained("tiny")            # or a checkpoint dir, models:/NAME@ALIAS, ORG/NAME (Hub)
 >>> codes = codec.encode(audio, sample_rate=44100)   # int16 [B, n_q, T] at 25 frames/s
 >>> audio_24k = codec.decode(codes)                  # [B, 1, T * 960] at 24 kHz
 

@@ -83,17 +83,24 @@ def import_muq_xcodec(checkpoint: Path, out_dir: Path, with_discriminator: bool 
     print(f"wrote {out_dir}")
 
 
-def export_muq_xcodec(model: Path, output: Path, with_discriminator: bool = False) -> None:
-    """Export a checkpoint directory in the original muq-xcodec layout (a Lightning-style .ckpt state_dict).
+def export_muq_xcodec(model: Path, output: Path, with_discriminator: bool = False,
+                      fresh_discriminator: bool = True) -> None:
+    """Export a checkpoint directory as an original muq-xcodec Lightning checkpoint.
+
+    The .ckpt loads with the original code's `CODEC.load_from_checkpoint(OUTPUT)` (strict): it carries
+    pytorch-lightning_version and the CODEC geometry as hyper_parameters. Tensors and plain containers only.
 
     Args:
         model: checkpoint directory (save_pretrained / import-muq-xcodec layout).
-        output: .ckpt file to write ({"state_dict": ...}, tensors only).
-        with_discriminator: also export discriminator.safetensors.
+        output: .ckpt file to write.
+        with_discriminator: export the trained discriminator.safetensors.
+        fresh_discriminator: without --with-discriminator, write untrained discriminator weights (the original
+            module always has one; the file's muq_xcodec_export entry says so). --no-fresh-discriminator
+            leaves them out (then load with strict=False).
     """
     from codec.convert import export_muq_xcodec as run
 
-    print(f"wrote {run(model, output, with_discriminator=with_discriminator)}")
+    print(f"wrote {run(model, output, with_discriminator=with_discriminator, fresh_discriminator=fresh_discriminator)}")
 
 
 def models(local_dirs: str | None = None, tracking_uri: str | None = None) -> None:
@@ -119,6 +126,7 @@ COMMANDS: dict[str, Callable[..., Any] | str] = {
     "models": models,
     "import-muq-xcodec": import_muq_xcodec,
     "export-muq-xcodec": export_muq_xcodec,
+    "push": "codec.hub:push",
 }
 
 # Ray jobs: `muq-xcodec JOB ARGS...` is `python -m jobs.JOB ARGS...`; each job's own parser gives its --help.

@@ -1,7 +1,9 @@
-"""Model catalogue: which codecs exist here (presets, local checkpoint folders, the MLflow registry).
+"""Model catalogue: which codecs exist here (presets, local checkpoint folders, the MLflow registry, codecs in
+the Hugging Face cache).
 
 ``list_models()`` gathers their facts without loading any weights; ``get_model(name)`` returns a ready
-:class:`~codec.inference.Codec` for a catalogue name, a checkpoint directory or an MLflow URI.
+:class:`~codec.inference.Codec` for a catalogue name, a checkpoint directory, an MLflow URI or a Hugging Face
+Hub id (how a reference is read: :mod:`codec.hub`).
 
 Local checkpoint folders are looked up in the directories given by ``local_dirs`` or, by default, in the
 ``MUQ_XCODEC_MODEL_DIRS`` environment variable (``os.pathsep``-separated). The MLflow registry is listed
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from codec.inference import Codec
 
 MODEL_DIRS_ENV = "MUQ_XCODEC_MODEL_DIRS"
-SOURCES = ("preset", "local", "mlflow")
+SOURCES = ("preset", "local", "mlflow", "hub")
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,9 @@ class ModelInfo:
     """Facts about one available codec.
 
     Attributes:
-        name: what to pass to :func:`get_model` (preset name, folder path or ``models:/NAME@ALIAS``).
-        source: ``preset``, ``local`` or ``mlflow``.
+        name: what to pass to :func:`get_model` (preset name, folder path, ``models:/NAME@ALIAS`` or
+            ``hf://ORG/NAME@REVISION``).
+        source: ``preset``, ``local``, ``mlflow`` or ``hub`` (in the local Hugging Face cache).
         sample_rate: audio rate in Hz.
         frame_rate: code frames per second.
         n_codebooks: RVQ layers.
@@ -59,7 +62,8 @@ class ModelInfo:
         return asdict(self)
 
 
-def _info(name: str, source: str, cfg: Any, weights: bool) -> ModelInfo:
+def model_info(name: str, source: str, cfg: Any, weights: bool) -> ModelInfo:
+    """The :class:`ModelInfo` of a codec config (``load_codec_config``); nothing is loaded."""
     model = cfg.model
     hop = 1
     for rate in model.encoder_rates:
@@ -74,7 +78,7 @@ def _info(name: str, source: str, cfg: Any, weights: bool) -> ModelInfo:
 def _preset_models() -> list[ModelInfo]:
     from codec.config import list_presets, load_codec_config
 
-    return [_info(name, "preset", load_codec_config(name), weights=False) for name in list_presets()]
+    return [model_info(name, "preset", load_codec_config(name), weights=False) for name in list_presets()]
 
 
 def _local_dirs(local_dirs: Iterable[str | Path] | None) -> list[Path]:
@@ -91,7 +95,7 @@ def _local_models(local_dirs: Iterable[str | Path] | None) -> list[ModelInfo]:
         candidates = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
         for folder in candidates:
             if (folder / CONFIG_FILE).is_file() and (folder / MODEL_FILE).is_file():
-                found.append(_info(str(folder), "local", load_codec_config(folder / CONFIG_FILE), weights=True))
+                found.append(model_info(str(folder), "local", load_codec_config(folder / CONFIG_FILE), weights=True))
     return found
 
 
@@ -118,12 +122,41 @@ def _mlflow_models(tracking_uri: str | None) -> list[ModelInfo]:
                     cfg = load_codec_config(config)
                 except Exception:  # noqa: BLE001 - a registered model that is not a codec
                     continue
-            found.append(_info(uri, "mlflow", cfg, weights=True))
+            found.append(model_info(uri, "mlflow", cfg, weights=True))
+    return found
+
+
+def _hub_models() -> list[ModelInfo]:
+    """Codec repos in the local Hugging Face cache (every cached revision; nothing is downloaded)."""
+    from huggingface_hub import constants, scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    from codec.config import load_codec_config
+
+    try:
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)  # the cache snapshot_download uses (HF_HOME / HF_HUB_CACHE)
+    except CacheNotFound:
+        return []
+    found = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        for rev in sorted(repo.revisions, key=lambda r: r.commit_hash):
+            names = {f.file_name for f in rev.files}
+            if CONFIG_FILE not in names or MODEL_FILE not in names:
+                continue
+            try:
+                cfg = load_codec_config(rev.snapshot_path / CONFIG_FILE)
+            except Exception:  # noqa: BLE001 - a cached repo with some other config.yaml
+                continue
+            ref = f"hf://{repo.repo_id}@{'main' if 'main' in rev.refs else rev.commit_hash}"
+            found.append(model_info(ref, "hub", cfg, weights=True))
     return found
 
 
 def list_models(local_dirs: Iterable[str | Path] | None = None, tracking_uri: str | None = None) -> list[ModelInfo]:
-    """All codecs available here: presets, local checkpoint folders and MLflow registered models.
+    """All codecs available here: presets, local checkpoint folders, MLflow registered models and codecs in
+    the local Hugging Face cache.
 
     Args:
         local_dirs: folders holding checkpoint directories (default: ``$MUQ_XCODEC_MODEL_DIRS``).
@@ -132,20 +165,23 @@ def list_models(local_dirs: Iterable[str | Path] | None = None, tracking_uri: st
     Returns:
         One :class:`ModelInfo` per model, presets first.
     """
-    return [*_preset_models(), *_local_models(local_dirs), *_mlflow_models(tracking_uri)]
+    return [*_preset_models(), *_local_models(local_dirs), *_mlflow_models(tracking_uri), *_hub_models()]
 
 
 def get_model(name_or_uri: str | Path, device: str = "cpu", local_dirs: Iterable[str | Path] | None = None,
-              tracking_uri: str | None = None) -> Codec:
-    """A ready codec for a preset name, a checkpoint directory or an MLflow URI.
+              tracking_uri: str | None = None, revision: str | None = None) -> Codec:
+    """A ready codec for a preset name, a checkpoint directory, an MLflow URI or a Hugging Face Hub id
+    (``ORG/NAME``, ``hf://ORG/NAME@REVISION``; the rule: :mod:`codec.hub`).
 
-    A bare name that is neither is looked up among the local checkpoint folders by folder name.
+    A bare name that is none of these is looked up among the local checkpoint folders by folder name.
+    ``revision`` (branch, tag or commit) applies to Hub ids only.
 
     Raises:
         FileNotFoundError: unknown name; the message lists the available models.
     """
     from codec.checkpoint import is_mlflow_uri
     from codec.config import list_presets
+    from codec.hub import parse_hub_ref
     from codec.inference import PRESET_ALIASES, Codec
 
     name = str(name_or_uri)
@@ -154,6 +190,10 @@ def get_model(name_or_uri: str | Path, device: str = "cpu", local_dirs: Iterable
 
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
+    if parse_hub_ref(name, revision) is not None:
+        return Codec.from_pretrained(name, device=device, revision=revision)
+    if revision is not None:
+        raise ValueError(f"revision={revision!r} applies to Hugging Face Hub ids only, not to {name!r}")
     if Path(name).is_dir() or is_mlflow_uri(name) or PRESET_ALIASES.get(name, name) in list_presets():
         return Codec.from_pretrained(name, device=device)
     for root in _local_dirs(local_dirs):
@@ -161,7 +201,8 @@ def get_model(name_or_uri: str | Path, device: str = "cpu", local_dirs: Iterable
             return Codec.from_pretrained(root / name, device=device)
     available = [m.name for m in list_models(local_dirs, tracking_uri)]
     raise FileNotFoundError(f"unknown model {name!r}; available: {', '.join(available)} "
-                            "(or a checkpoint directory, models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...)")
+                            "(or a checkpoint directory, models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., "
+                            "a Hugging Face id ORG/NAME or hf://ORG/NAME@REVISION)")
 
 
 def format_table(models: list[ModelInfo]) -> str:

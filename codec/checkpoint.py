@@ -3,7 +3,9 @@
 A checkpoint directory holds ``model.safetensors`` (generator weights), ``config.yaml`` (the fully
 resolved codec config) and, only when the teacher is not a published model, ``teacher.safetensors``.
 Nothing is pickled. ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` and ``runs:/RUN_ID/PATH`` are
-downloaded with MLflow (imported lazily, only for such URIs).
+downloaded with MLflow (imported lazily, only for such URIs); Hugging Face Hub ids (``ORG/NAME``,
+``hf://ORG/NAME@REVISION``) with ``huggingface_hub`` into its cache (:mod:`codec.hub`, which also gives the
+rule that tells a Hub id from a local directory and a preset).
 """
 
 from __future__ import annotations
@@ -25,16 +27,25 @@ def is_mlflow_uri(name: str) -> bool:
     return str(name).startswith(MLFLOW_SCHEMES)
 
 
-def resolve_checkpoint_dir(name_or_uri: str | Path, dst: str | Path | None = None) -> Path:
-    """Return a local checkpoint directory for a path or an MLflow URI.
+def resolve_checkpoint_dir(name_or_uri: str | Path, dst: str | Path | None = None,
+                           revision: str | None = None) -> Path:
+    """Return a local checkpoint directory for a path, an MLflow URI or a Hugging Face Hub id.
 
-    MLflow artifacts are downloaded (to ``dst`` or a temporary folder); if the artifact root does not hold
+    MLflow artifacts are downloaded (to ``dst`` or a temporary folder), Hub repos into the Hugging Face
+    cache (``dst`` unused; ``revision`` is the Hub branch, tag or commit); if the root does not hold
     ``config.yaml`` itself, the shallowest sub-folder that does is returned.
 
     Raises:
-        FileNotFoundError: not a checkpoint directory.
+        FileNotFoundError: not a checkpoint directory, or a Hub id that cannot be fetched.
     """
-    if is_mlflow_uri(str(name_or_uri)):
+    from codec.hub import download, parse_hub_ref
+
+    hub = parse_hub_ref(name_or_uri, revision)
+    if revision is not None and hub is None:
+        raise ValueError(f"revision={revision!r} applies to Hugging Face Hub ids only, not to {name_or_uri!r}")
+    if hub is not None:
+        local = download(hub)[0]
+    elif is_mlflow_uri(str(name_or_uri)):
         import mlflow.artifacts
 
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(name_or_uri),

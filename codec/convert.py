@@ -67,6 +67,8 @@ ORIGINAL_PERIODS = [2, 3, 5, 7, 11]
 ORIGINAL_FFT_SIZES = [2048, 1024, 512]
 ORIGINAL_INFERENCE = {"mode": "reference", "chunk_seconds": 10.0, "context_seconds": 2.0, "window_seconds": 30.0}
 # (reference encoding ignores context_seconds; decoding keeps 2 s of code context, close to decoding at once)
+# Written as ``pytorch-lightning_version`` on export: the original's environment.yml pins lightning 2.3.3.
+LIGHTNING_VERSION = "2.3.3"
 _OLD_WN = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 _NEW_WN = {v: k for k, v in _OLD_WN.items()}
 
@@ -554,15 +556,70 @@ def export_state_dict(directory: str | Path, with_discriminator: bool = False) -
     return state
 
 
-def export_muq_xcodec(directory: str | Path, output: str | Path, with_discriminator: bool = False) -> Path:
-    """Write our checkpoint directory as an original-layout Lightning-style checkpoint
-    (``{"state_dict": ..., "epoch": 0, "global_step": 0}``, tensors only). Returns the path.
+def original_hparams(cfg: Any) -> dict[str, Any]:
+    """The original ``CODEC.__init__`` arguments for our config's geometry (Lightning passes a checkpoint's
+    ``hyper_parameters`` to ``__init__`` in ``load_from_checkpoint``). ``quantizer_dropout`` is typed ``bool``
+    there but used as DAC's dropout probability, so the float is kept."""
+    m = cfg.model
+    return {"encoder_dim": int(m.encoder_dim), "encoder_rates": [int(r) for r in m.encoder_rates],
+            "latent_dim": None if m.latent_dim is None else int(m.latent_dim), "decoder_dim": int(m.decoder_dim),
+            "decoder_rates": [int(r) for r in m.decoder_rates], "n_codebooks": int(m.n_codebooks),
+            "codebook_size": int(m.codebook_size), "codebook_dim": int(m.codebook_dim),
+            "quantizer_dropout": float(m.quantizer_dropout), "sample_rate": int(m.sample_rate)}
+
+
+def fresh_discriminator_state(cfg: Any) -> dict[str, Tensor]:
+    """Freshly initialised (untrained) weights of the original's ``Discriminator()`` (DAC defaults: periods
+    2, 3, 5, 7, 11, multi-band STFT at 2048, 1024, 512, 32 channels) in the original layout, seeded by
+    ``cfg.seed + 1`` like a new training run's discriminator."""
+    from codec.builders import build_discriminator
+    from codec.config import DiscriminatorConfig, load_codec_config
+
+    original = dataclasses.asdict(DiscriminatorConfig(periods=list(ORIGINAL_PERIODS),
+                                                      fft_sizes=list(ORIGINAL_FFT_SIZES)))
+    cfg = load_codec_config(cfg, {"discriminator": original})
+    return {DISCRIMINATOR_PREFIX + discriminator_ours_to_original(k): _plain(v)
+            for k, v in build_discriminator(cfg).state_dict().items()}
+
+
+def export_muq_xcodec(directory: str | Path, output: str | Path, with_discriminator: bool = False,
+                      fresh_discriminator: bool = True) -> Path:
+    """Write our checkpoint directory as an original-layout Lightning checkpoint. Returns the path.
+
+    The file loads with the original code's ``CODEC.load_from_checkpoint(path)`` (strict): it holds
+    ``state_dict``, ``epoch``, ``global_step``, ``pytorch-lightning_version`` (:data:`LIGHTNING_VERSION`,
+    the original's) and ``hyper_parameters`` (the ``CODEC.__init__`` geometry, :func:`original_hparams`),
+    plus a ``muq_xcodec_export`` entry saying where the weights came from and whether the discriminator is
+    trained. Tensors and plain containers only (``torch.load(weights_only=True)`` reads it). It is a weights
+    checkpoint, not a training-resume one (no optimizer or loop state).
+
+    Args:
+        directory: our checkpoint directory.
+        output: ``.ckpt`` to write.
+        with_discriminator: export ``discriminator.safetensors`` (trained weights).
+        fresh_discriminator: without ``with_discriminator``, write freshly initialised discriminator weights
+            (the original module always has one; recorded as ``discriminator: fresh`` in
+            ``muq_xcodec_export``). False omits them: then load with ``strict=False``.
 
     The original code builds ``fc_prior`` as ``Linear(2 * latent, 2 * latent)``, so it can only load models
     whose teacher dim equals the latent dim (the full muq_xcodec geometry).
     """
+    from codec.checkpoint import CONFIG_FILE
+    from codec.config import load_codec_config
+
+    cfg = load_codec_config(Path(directory) / CONFIG_FILE)
+    state = export_state_dict(directory, with_discriminator)
+    if with_discriminator:
+        discriminator = "trained: from discriminator.safetensors"
+    elif fresh_discriminator:
+        state.update(fresh_discriminator_state(cfg))
+        discriminator = f"fresh: untrained, randomly initialised (seed {int(cfg.seed) + 1}); not for GAN fine-tuning"
+    else:
+        discriminator = "absent: load with strict=False"
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": export_state_dict(directory, with_discriminator), "epoch": 0, "global_step": 0},
-               output)
+    torch.save({"state_dict": state, "epoch": 0, "global_step": 0, "pytorch-lightning_version": LIGHTNING_VERSION,
+                "hyper_parameters": original_hparams(cfg),
+                "muq_xcodec_export": {"source": str(Path(directory).resolve()), "codec": str(cfg.name),
+                                      "discriminator": discriminator}}, output)
     return output

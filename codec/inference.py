@@ -69,30 +69,42 @@ class Codec(nn.Module):
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "tiny", overrides: list[str] | dict | None = None,
-                        device: str | torch.device = "cpu") -> Codec:
+                        device: str | torch.device = "cpu", revision: str | None = None) -> Codec:
         """Load a codec.
 
         Args:
             name_or_path: a checkpoint directory (``save_pretrained`` layout); an MLflow URI
-                (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``); or a preset name
-                (``"tiny"``/``"debug"``, ``"muq_xcodec"``) giving seeded random weights.
+                (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``); a Hugging Face Hub
+                id (``ORG/NAME``, ``hf://ORG/NAME@REVISION``; cached, honours ``HF_HUB_OFFLINE``; how it is told
+                apart from a directory or preset: :mod:`codec.hub`); or a preset name (``"tiny"``/``"debug"``,
+                ``"muq_xcodec"``) giving seeded random weights.
             overrides: config overrides, e.g. ``["inference.window_seconds=10"]`` (inference settings only
                 make sense here; geometry must match the weights).
             device: where to put the model.
+            revision: Hub branch, tag or commit (Hub ids only).
         """
+        from codec.hub import download, parse_hub_ref
+
         name = str(name_or_path)
-        if Path(name).is_dir() or is_mlflow_uri(name):
-            directory = resolve_checkpoint_dir(name)
+        hub = parse_hub_ref(name_or_path, revision)
+        if revision is not None and hub is None:
+            raise ValueError(f"revision={revision!r} applies to Hugging Face Hub ids only, not to {name!r}")
+        if hub is not None:  # recorded pinned to the commit: code files name exactly these weights
+            snapshot, pinned = download(hub)
+            name_or_path, name = snapshot, str(pinned)
+        if hub is not None or Path(name).is_dir() or is_mlflow_uri(name):
+            directory = resolve_checkpoint_dir(name_or_path)
             cfg = load_codec_config(directory / CONFIG_FILE, overrides)
             generator = load_weights(build_generator(cfg), directory / MODEL_FILE)
             teacher_file = directory / TEACHER_FILE
-            if not is_mlflow_uri(name):  # code files record where the model is; keep that usable from elsewhere
+            if hub is None and not is_mlflow_uri(name):  # code files record where the model is; keep that usable
                 name = str(directory.resolve())
             codec = cls(generator, cfg, name=name, teacher_weights=teacher_file if teacher_file.is_file() else None)
         else:
             preset = PRESET_ALIASES.get(name, name)
             if preset not in list_presets():
-                raise FileNotFoundError(f"{name!r} is not a checkpoint directory, an MLflow URI (models:/, runs:/) "
+                raise FileNotFoundError(f"{name!r} is not a checkpoint directory, an MLflow URI (models:/, runs:/), "
+                                        "a Hugging Face id (ORG/NAME, hf://ORG/NAME@REVISION) "
                                         f"or a preset ({', '.join(sorted([*list_presets(), *PRESET_ALIASES]))})")
             cfg = load_codec_config(preset, overrides)
             codec = cls(build_generator(cfg), cfg, name=name)
@@ -108,6 +120,17 @@ class Codec(nn.Module):
         if self.config.teacher.source != "pretrained":
             save_weights(self.get_teacher().muq, directory / TEACHER_FILE)
         return directory
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Publish this codec on the Hugging Face Hub with a generated model card (:func:`codec.hub.push_to_hub`;
+        ``kwargs``: ``revision``, ``private``, ``token``, ``commit_message``, ``training_data``, ``eval_json``).
+        Returns the ``huggingface_hub.CommitInfo``."""
+        import tempfile
+
+        from codec.hub import push_to_hub
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return push_to_hub(self.save_pretrained(tmp), repo_id, **kwargs)
 
     def get_teacher(self) -> MuQTeacher:
         """The frozen teacher, built (and its stored weights loaded) on first use."""

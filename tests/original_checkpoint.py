@@ -17,6 +17,8 @@ from codec.builders import build_discriminator, build_generator
 from codec.config import load_codec_config
 from codec.model.teacher import build_random_muq
 
+DAC_DISCRIMINATOR_CHANNELS = 32  # the original's Discriminator() (DAC defaults)
+
 TINY = dict(encoder_dim=4, decoder_dim=32)  # latent 64 = MuQ dim, as the original's fc shapes require
 
 
@@ -46,10 +48,14 @@ def rand_like(key: str, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.randn(t.shape, generator=g) * scale
 
 
-def original_state(encoder_dim: int, decoder_dim: int, muq: dict, disc_channels: int = 4, seed: int = 0) -> dict:
-    """A state dict in the original layout with random values (shapes from our modules of the same math)."""
-    latent = encoder_dim * 16
-    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim},
+def original_state(encoder_dim: int, decoder_dim: int, muq: dict, disc_channels: int = 4, seed: int = 0,
+                   **model) -> dict:
+    """A state dict in the original layout with random values (shapes from our modules of the same math).
+
+    ``model`` overrides the rest of the geometry (``encoder_rates``, ``n_codebooks``, ...; default: muq_xcodec).
+    """
+    latent = model.get("latent_dim") or encoder_dim * 2 ** len(model.get("encoder_rates", [2, 4, 10, 12]))
+    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim, **model},
                                            "teacher": {"source": "random", "model_id": "", "dim": latent},
                                            "discriminator": {"period_channels": disc_channels,
                                                              "stft_channels": disc_channels}})
@@ -99,3 +105,40 @@ def write_original_checkpoint(directory: Path, seed: int = 0) -> tuple[Path, Pat
     state = original_state(**TINY, muq=cfg, seed=seed)
     torch.save(lightning(state), directory / "last.ckpt")
     return directory / "last.ckpt", directory / "muq.json", state, cfg
+
+
+def original_lightning_class(muq: dict, disc_channels: int = DAC_DISCRIMINATOR_CHANNELS) -> type:
+    """A stand-in for the original ``model.codec.CODEC`` LightningModule, for ``load_from_checkpoint`` tests.
+
+    Same ``__init__`` signature and defaults as the original, and modules with exactly the original's
+    state-dict names and shapes for that geometry (zeros until a checkpoint is loaded): what Lightning's strict
+    loading checks. The real class cannot be built here (its ``__init__`` downloads MuQ from the Hub, and its
+    discriminator is always DAC's default one; ``disc_channels`` other than 32 only serves tiny test sources).
+    ``init_args`` records what ``__init__`` received.
+    """
+    import lightning as L
+    from torch import nn
+
+    class CODEC(L.LightningModule):
+        def __init__(self, encoder_dim: int = 64, encoder_rates: list = (2, 4, 10, 12), latent_dim: int | None = None,
+                     decoder_dim: int = 1536, decoder_rates: list = (12, 10, 4, 2), n_codebooks: int = 8,
+                     codebook_size: int = 1024, codebook_dim: int = 8, quantizer_dropout: bool = False,
+                     sample_rate: int = 24000):
+            super().__init__()
+            self.init_args = dict(encoder_dim=encoder_dim, encoder_rates=list(encoder_rates), latent_dim=latent_dim,
+                                  decoder_dim=decoder_dim, decoder_rates=list(decoder_rates), n_codebooks=n_codebooks,
+                                  codebook_size=codebook_size, codebook_dim=codebook_dim,
+                                  quantizer_dropout=quantizer_dropout, sample_rate=sample_rate)
+            geometry = {k: v for k, v in self.init_args.items() if k not in ("encoder_dim", "decoder_dim",
+                                                                             "quantizer_dropout")}
+            state = original_state(encoder_dim, decoder_dim, muq, disc_channels, **geometry)
+            for key, value in state.items():
+                *path, leaf = key.split(".")
+                module: nn.Module = self
+                for name in path:
+                    if name not in module._modules:
+                        module.add_module(name, nn.Module())
+                    module = module._modules[name]
+                module.register_buffer(leaf, torch.zeros_like(value))
+
+    return CODEC

@@ -227,9 +227,70 @@ def test_export_round_trips_to_the_source_layout(tiny_source, tiny_imported, tmp
         torch.testing.assert_close(exported[key], value, rtol=0, atol=0, msg=key)
     from codec.__main__ import main
 
-    assert main(["export-muq-xcodec", str(out), str(tmp_path / "x.ckpt")]) == 0
-    again = load_checkpoint(tmp_path / "x.ckpt")["state_dict"]
-    assert set(again) == {k for k in state if not k.startswith("discriminator.")}
+    assert main(["export-muq-xcodec", str(out), str(tmp_path / "x.ckpt"), "--no-fresh-discriminator"]) == 0
+    again = load_checkpoint(tmp_path / "x.ckpt")
+    assert set(again["state_dict"]) == {k for k in state if not k.startswith("discriminator.")}
+    assert again["muq_xcodec_export"]["discriminator"].startswith("absent")
+
+
+def _lightning_load(path, muq: dict, disc_channels: int = 32, strict: bool = True):
+    """The original ``CODEC.load_from_checkpoint`` (Lightning's own loader) on the original module layout."""
+    from original_checkpoint import original_lightning_class
+
+    return original_lightning_class(muq, disc_channels).load_from_checkpoint(path, map_location="cpu", strict=strict,
+                                                                           weights_only=True)
+
+
+def test_export_loads_strictly_with_lightning_and_a_fresh_discriminator(tiny_source, tiny_imported, tmp_path):
+    from codec.__main__ import main
+    from codec.convert import LIGHTNING_VERSION
+
+    _, state, muq = tiny_source
+    out, _ = tiny_imported
+    assert main(["export-muq-xcodec", str(out), str(tmp_path / "codec.ckpt")]) == 0
+    ckpt = load_checkpoint(tmp_path / "codec.ckpt")  # tensors and plain containers only
+    assert ckpt["pytorch-lightning_version"] == LIGHTNING_VERSION
+    assert ckpt["muq_xcodec_export"]["discriminator"].startswith("fresh: untrained")
+    model = _lightning_load(tmp_path / "codec.ckpt", muq)  # strict: every key and shape of the original module
+    assert model.init_args == {"encoder_dim": 4, "encoder_rates": [2, 4, 10, 12], "latent_dim": None,
+                               "decoder_dim": 32, "decoder_rates": [12, 10, 4, 2], "n_codebooks": 8,
+                               "codebook_size": 1024, "codebook_dim": 8, "quantizer_dropout": False,
+                               "sample_rate": 24000}  # hyper_parameters reached __init__
+    loaded = model.state_dict()
+    for key, value in state.items():
+        if not key.startswith("discriminator."):
+            torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+    disc = {k: v for k, v in loaded.items() if k.startswith("discriminator.")}
+    assert len(disc) == 324 and all(v.abs().sum() > 0 for k, v in disc.items() if k.endswith("weight_v"))
+    assert disc["discriminator.discriminators.0.convs.0.0.weight_v"].shape[0] == 32  # DAC's Discriminator()
+
+
+def test_export_with_discriminator_loads_strictly_with_lightning(tiny_source, tiny_imported, tmp_path):
+    from codec.convert import export_muq_xcodec
+
+    _, state, muq = tiny_source
+    out, _ = tiny_imported
+    path = export_muq_xcodec(out, tmp_path / "codec.ckpt", with_discriminator=True)
+    assert load_checkpoint(path)["muq_xcodec_export"]["discriminator"].startswith("trained")
+    loaded = _lightning_load(path, muq, disc_channels=4).state_dict()  # the tiny source's discriminator width
+    assert set(loaded) == set(state)
+    for key, value in state.items():
+        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_export_without_discriminator_needs_strict_false(tiny_source, tiny_imported, tmp_path):
+    from codec.convert import export_muq_xcodec
+
+    _, state, muq = tiny_source
+    out, _ = tiny_imported
+    path = export_muq_xcodec(out, tmp_path / "codec.ckpt", fresh_discriminator=False)
+    with pytest.raises(RuntimeError, match="Missing key.*discriminator"):
+        _lightning_load(path, muq)
+    with pytest.warns(Warning, match="in the model state dict but not in the checkpoint"):
+        model = _lightning_load(path, muq, strict=False)
+    missing = set(model.state_dict()) - set(load_checkpoint(path)["state_dict"])
+    assert len(missing) == 324 and all(k.startswith("discriminator.") for k in missing)
+    torch.testing.assert_close(model.state_dict()["fc_post1.weight"], state["fc_post1.weight"], rtol=0, atol=0)
 
 
 def edited(state: dict, drop=(), add=None, reshape=None) -> dict:
