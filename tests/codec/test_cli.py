@@ -149,8 +149,11 @@ def test_argument_errors_are_reported_before_torch_or_a_model_loads(tmp_path):
 
 
 def test_checkpoint_directory_layers_are_checked_before_loading(tmp_path, monkeypatch, capsys):
+    from codec.checkpoint import CONFIG_FILE
     from codec.inference import Codec
+    from codec.preflight import CHECKPOINT_CONFIG
 
+    assert CHECKPOINT_CONFIG == CONFIG_FILE
     Codec.from_pretrained("tiny").save_pretrained(tmp_path / "ckpt")
     wav = write_audio(tmp_path / "clip.wav", music_clip(0.5), 24000)
 
