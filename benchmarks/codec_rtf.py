@@ -1,11 +1,21 @@
-"""CPU real-time factors of the full-size muq-xcodec next to a 24 kHz DAC (both random weights).
+"""CPU cost of ``Codec.encode``/``decode`` at full geometry next to a 24 kHz DAC and next to the encode lower bound.
 
-RTF = processing seconds / audio seconds (lower is faster; < 1 is faster than real time).
-"encode" includes the MuQ teacher (MuQ-large geometry, randomly initialised) unless --no-teacher;
-"encoder-only" is XCodec's encoder + RVQ given precomputed teacher features.
+All random weights, one process, the same torch threads for every row. Each measure is the best of
+``--repeats`` calls after a warm-up, as wall seconds and as process CPU-seconds (all threads), because the
+machine is shared and wall time swings.
+
+Rows, per track length (``--seconds``, several allowed):
+- ``Codec.encode``: the inference API (default mode: MuQ on the 10 s chunk grid's 14 s windows, the acoustic
+  encoder once per span with its receptive field of context); with ``--compile`` also the same with
+  ``inference.compile=true`` (the one-off compile time is printed apart).
+- ``every window``: the grid computed literally (teacher and acoustic encoder on every window; the encode path
+  before the span encoder, still reference mode's path). Same codes.
+- ``lower bound``: the MuQ teacher once over the track + the acoustic encoder and RVQ once over it (no chunking,
+  no context: what any chunked encode must at least pay).
+- ``DAC``: transformers ``DacModel`` 24 kHz encode / decode (hop 320, 32 codebooks).
 
 Run:
-    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/codec_rtf.py --seconds 10 --threads 1
+    PYTHONPATH=. HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/codec_rtf.py --seconds 10 3 --threads 1 --compile
 """
 
 from __future__ import annotations
@@ -17,28 +27,32 @@ from collections.abc import Callable
 import torch
 from report import emit  # benchmarks/report.py (this script's folder is on sys.path)
 
-from codec.model.xcodec import XCodec
 from codec.nn.layers import fold_weight_norm
 
 SAMPLE_RATE = 24000
 
 
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls (after one warm-up call)."""
+def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(best wall seconds, best process CPU-seconds) of ``repeats`` calls after one warm-up call."""
     fn()
-    best = float("inf")
+    wall, cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        w, c = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
+    return wall, cpu
 
 
-def build_teacher():
-    """MuQ-large geometry (1024-d, 12 conformer layers, 16 heads) from the real muq classes, random init."""
+def build_codec(compile: bool = False):
+    """``Codec`` with the shipped ``muq_xcodec`` geometry and a MuQ-large-geometry teacher (random init)."""
+    from codec.builders import build_generator
+    from codec.config import load_codec_config
+    from codec.inference import Codec
     from codec.model.teacher import MuQTeacher
 
-    return MuQTeacher.random(dim=1024, depth=12, heads=16, conv_dim=512, intermediate_size=4096, seed=0)
+    cfg = load_codec_config("muq_xcodec", [f"inference.compile={str(compile).lower()}"])
+    teacher = MuQTeacher.random(dim=1024, depth=12, heads=16, conv_dim=512, intermediate_size=4096, seed=0)
+    return Codec(build_generator(cfg), cfg, teacher=teacher)
 
 
 def build_dac():
@@ -50,63 +64,78 @@ def build_dac():
     return fold_weight_norm(DacModel(config)).eval()
 
 
+def measure_track(codec, compiled, dac, seconds: float, repeats: int) -> dict[str, tuple[float, float]]:
+    """(wall s, CPU-s) of every row for one random track of ``seconds``."""
+    n = round(seconds * SAMPLE_RATE)
+    audio = 0.1 * torch.randn(n)
+    rows: dict[str, tuple[float, float]] = {}
+    with torch.inference_mode():
+        frames = codec.num_frames(n)
+        padded = torch.nn.functional.pad(audio, (0, frames * codec.hop_length - n))[None, None]
+        rows["Codec.encode"] = measure(lambda: codec.encode(audio, SAMPLE_RATE), repeats)
+        out = torch.empty(1, codec.n_codebooks, frames, dtype=torch.int16)
+        rows["every window (before)"] = measure(lambda: codec.encode_windows([audio], [frames], 8, out), repeats)
+        rows["lower bound: teacher + encoder once"] = measure(
+            lambda: codec.generator.encode(padded, codec.teacher(padded)), repeats)
+        assert torch.equal(codec.encode(audio, SAMPLE_RATE), out), "the span encoder changed the codes"
+        if compiled is not None:
+            start = time.process_time()
+            codes = compiled.encode(audio, SAMPLE_RATE)
+            print(f"{seconds:g} s: first compiled encode (compile + run) {time.process_time() - start:.1f} CPU-s, "
+                  f"codes equal to eager: {(codes == out).float().mean().item():.4%}")
+            rows["Codec.encode, inference.compile"] = measure(lambda: compiled.encode(audio, SAMPLE_RATE), repeats)
+        codes = out.long()
+        rows["Codec.decode (8 layers)"] = measure(lambda: codec.decode(codes), repeats)
+        if dac is not None:
+            x = audio[None, None]
+            rows["DAC encode"] = measure(lambda: dac.encode(x), repeats)
+            dac_codes = dac.encode(x).audio_codes
+            rows["DAC decode"] = measure(lambda: dac.decode(audio_codes=dac_codes), repeats)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, nargs="+", default=[10.0], help="track lengths to encode")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--no-teacher", action="store_true", help="skip the ~300M-parameter MuQ teacher")
+    parser.add_argument("--compile", action="store_true", help="also measure inference.compile=true")
     parser.add_argument("--no-dac", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    n = int(args.seconds * 25) * 960
-    audio = 0.1 * torch.randn(1, 1, n)
-    seconds = n / SAMPLE_RATE
-    rows: list[tuple[str, float]] = []
+    codec = build_codec()
+    compiled = build_codec(compile=True) if args.compile else None
+    if compiled is not None:
+        compiled.load_state_dict(codec.state_dict())
+    dac = None if args.no_dac else build_dac()
+    params = {name: sum(p.numel() for p in m.parameters()) / 1e6
+              for name, m in (("XCodec", codec.generator), ("MuQ teacher", codec.teacher), ("DAC", dac)) if m}
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, params (M): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in params.items()))
 
-    codec = fold_weight_norm(XCodec()).eval()
-    n_params = sum(p.numel() for p in codec.parameters()) / 1e6
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, audio {seconds:.1f} s, "
-          f"XCodec {n_params:.1f}M params (weight norm folded)")
-    with torch.inference_mode():
-        semantic = torch.randn(1, n // 960, codec.semantic_dim)
-        if not args.no_teacher:
-            teacher = build_teacher()
-            t_params = sum(p.numel() for p in teacher.parameters()) / 1e6
-            print(f"MuQ teacher (MuQ-large geometry, random init): {t_params:.1f}M params")
-            t_teacher = timed(lambda: teacher(audio[:, 0]), args.repeats)
-            semantic = teacher(audio[:, 0])
-            rows.append(("muq teacher", t_teacher))
-        t_enc = timed(lambda: codec.encode(audio, semantic), args.repeats)
-        rows.append(("xcodec encoder-only (given features)", t_enc))
-        if not args.no_teacher:
-            rows.append(("xcodec encode (teacher + encoder)", t_teacher + t_enc))
-        codes = codec.encode(audio, semantic)
-        t_dec = timed(lambda: codec.decode(codes), args.repeats)
-        rows.append(("xcodec decode (8 codebooks)", t_dec))
-
-        if not args.no_dac:
-            dac = build_dac()
-            d_params = sum(p.numel() for p in dac.parameters()) / 1e6
-            print(f"transformers.DacModel 24 kHz config (hop 320, 32 codebooks): {d_params:.1f}M params")
-            t_dac_enc = timed(lambda: dac.encode(audio), args.repeats)
-            dac_codes = dac.encode(audio).audio_codes
-            t_dac_dec = timed(lambda: dac.decode(audio_codes=dac_codes), args.repeats)
-            rows += [("dac encode", t_dac_enc), ("dac decode", t_dac_dec)]
-
-    print(f"\n{'stage':<40}{'seconds':>10}{'RTF':>10}")
-    for name, t in rows:
-        print(f"{name:<40}{t:>10.2f}{t / seconds:>10.3f}")
-    if not args.no_dac:
-        enc = t_teacher + t_enc if not args.no_teacher else t_enc
-        print(f"\nratio xcodec/dac: encode {enc / t_dac_enc:.2f}x, encoder-only {t_enc / t_dac_enc:.2f}x, "
-              f"decode {t_dec / t_dac_dec:.2f}x")
-        label = "encode RTF (MuQ + encoder + RVQ)" if not args.no_teacher else "encode RTF (encoder + RVQ, no MuQ)"
-        emit(label, "s per audio s", enc / seconds, "DAC 24 kHz (transformers)", t_dac_enc / seconds, False)
-        emit("decode RTF (8 layers)", "s per audio s", t_dec / seconds, "DAC 24 kHz (transformers)",
-             t_dac_dec / seconds, False)
+    for seconds in args.seconds:
+        rows = measure_track(codec, compiled, dac, seconds, args.repeats)
+        print(f"\n{seconds:g} s of audio\n{'':<40}{'wall s':>9}{'CPU-s':>9}{'RTF (CPU)':>11}")
+        for name, (wall, cpu) in rows.items():
+            print(f"{name:<40}{wall:>9.2f}{cpu:>9.2f}{cpu / seconds:>11.3f}")
+        ours_wall, ours_cpu = rows["Codec.encode"]
+        bound_wall, bound_cpu = rows["lower bound: teacher + encoder once"]
+        print(f"Codec.encode / lower bound: {ours_wall / bound_wall:.2f}x wall, {ours_cpu / bound_cpu:.2f}x CPU-s; "
+              f"every window / Codec.encode: {rows['every window (before)'][1] / ours_cpu:.2f}x CPU-s")
+        tag = f"{seconds:g} s track"
+        emit(f"encode CPU-s, {tag}", "CPU-s", ours_cpu, "MuQ once + encoder once (lower bound)", bound_cpu, False)
+        emit(f"encode CPU-s, {tag}", "CPU-s", ours_cpu, "every window (previous encode)",
+             rows["every window (before)"][1], False)
+        if compiled is not None:
+            emit(f"encode CPU-s with inference.compile, {tag}", "CPU-s", rows["Codec.encode, inference.compile"][1],
+                 "MuQ once + encoder once (lower bound)", bound_cpu, False)
+        if dac is not None:
+            emit(f"encode RTF (MuQ + encoder + RVQ), {tag}", "CPU-s per audio s", ours_cpu / seconds,
+                 "DAC 24 kHz (transformers)", rows["DAC encode"][1] / seconds, False)
+            emit(f"decode RTF (8 layers), {tag}", "CPU-s per audio s", rows["Codec.decode (8 layers)"][1] / seconds,
+                 "DAC 24 kHz (transformers)", rows["DAC decode"][1] / seconds, False)
 
 
 if __name__ == "__main__":

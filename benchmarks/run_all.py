@@ -22,7 +22,7 @@ from report import parse  # noqa: E402
 
 # script -> (full arguments, quick arguments)
 SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
-    "codec_rtf.py": (["--seconds", "10", "--threads", "2"], ["--seconds", "4", "--threads", "2", "--no-teacher"]),
+    "codec_rtf.py": (["--seconds", "10", "3", "--threads", "2", "--compile"], ["--seconds", "4", "--threads", "2"]),
     "data_throughput.py": ([], ["--tracks", "8", "--seconds", "10"]),
     "train_throughput.py": (["--steps", "10", "--warmup", "2", "--workers", "1", "2"], ["--steps", "4", "--warmup", "1"]),
     "tokenize_throughput.py": (["--tracks", "4", "--seconds", "30", "--per-shard", "2", "--rss-minutes", "1", "60"],

@@ -20,7 +20,7 @@ from typing import Any
 
 
 def encode(input: Path, output: Path, n_q: int | None = None, bitrate: float | None = None,
-           model: str = "tiny", device: str = "cpu") -> None:
+           model: str = "tiny", device: str = "cpu", compile: bool = False) -> None:
     """Encode an audio file into a code file (.npz).
 
     Args:
@@ -30,10 +30,16 @@ def encode(input: Path, output: Path, n_q: int | None = None, bitrate: float | N
         bitrate: alternative to --n-q, in bits per second (250 per layer).
         model: preset (tiny/debug), checkpoint directory, or MLflow URI (models:/NAME@ALIAS, runs:/...).
         device: torch device.
+        compile: torch.compile the acoustic encoder (pays off on long files; one-off compile time).
     """
+    from codec.preflight import check_encode_request
+
+    check_encode_request(input, model, n_q=n_q, bitrate=bitrate)  # before torch and the model load
     from codec.inference import Codec
 
     codec = Codec.from_pretrained(model, device=device)
+    if compile:
+        codec.configure(compile=True)
     written = codec.encode_file(input, n_q=n_q, bitrate=bitrate).save(output)
     print(f"wrote {written}")
 
@@ -44,15 +50,19 @@ def decode(input: Path, output: Path, model: str | None = None, sample_rate: int
 
     Args:
         input: code file written by `encode`.
-        output: audio file to write (format from the suffix: .wav, .flac, .ogg).
+        output: audio file to write (format from the suffix: .wav, .flac, .ogg, .aiff, .caf, .w64; MP3 is
+            refused: its length is exact only for readers that honour its gapless header).
         model: codec to decode with (default: the model recorded in the code file).
         sample_rate: output sample rate (default: the original file's rate).
         device: torch device.
     """
     from codec.codefile import CodeFile
+    from codec.preflight import check_decode_request
+
+    check_decode_request(input, output, sample_rate)  # before torch and the model load
+    code_file = CodeFile.load(input)
     from codec.inference import Codec
 
-    code_file = CodeFile.load(input)
     codec = Codec.from_pretrained(model or code_file.model, device=device)
     written = codec.decode_to_file(code_file, output, sample_rate=sample_rate)
     print(f"wrote {written}")

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 PRESET_SUFFIXES = (".yaml", ".yml")
 TEACHER_SOURCES = ("pretrained", "random", "imported")
 INFERENCE_MODES = ("default", "reference")
+DECODE_MODES = ("context", "per_chunk")
 
 
 class ConfigError(ValueError):
@@ -74,13 +75,17 @@ class InferenceConfig:
     not depend on how a track is split. ``window_seconds`` only bounds how much audio one forward pass
     sees (``window_seconds // chunk_seconds`` chunks are batched together). ``mode: reference`` reproduces
     the original muq-xcodec inference: non-overlapping chunks without context, the last chunk ending at the
-    track's end, and the first channel instead of the channel mean.
+    track's end, and the first channel instead of the channel mean. ``decode: per_chunk`` decodes each chunk
+    from its own codes only (the original's chunked reconstruction); ``context`` gives each chunk
+    ``context_seconds`` of neighbouring codes. ``compile`` runs the acoustic encoder through ``torch.compile``.
     """
 
     chunk_seconds: float = 10.0
     context_seconds: float = 2.0
     window_seconds: float = 30.0
     mode: str = "default"
+    decode: str = "context"
+    compile: bool = False
 
 
 @dataclass
@@ -254,6 +259,7 @@ def validate_codec_config(cfg: DictConfig) -> None:
 
     frame_rate = m.sample_rate // hop
     _check(inf.mode in INFERENCE_MODES, "inference.mode", f"must be one of {INFERENCE_MODES}, got {inf.mode!r}")
+    _check(inf.decode in DECODE_MODES, "inference.decode", f"must be one of {DECODE_MODES}, got {inf.decode!r}")
     _check(inf.chunk_seconds > 0, "inference.chunk_seconds", f"must be > 0, got {inf.chunk_seconds}")
     _check(_is_whole(inf.chunk_seconds * frame_rate), "inference.chunk_seconds",
            f"must be a whole number of frames at {frame_rate} frames/s, got {inf.chunk_seconds}")

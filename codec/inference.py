@@ -4,7 +4,10 @@ Encoding is computed on a FIXED ABSOLUTE chunk grid so that codes do not depend 
 or batched (MuQ attends globally over its input): chunk ``k`` covers frames ``[k*C, (k+1)*C)`` and is
 computed from the audio span ``[k*C*hop - ctx, (k+1)*C*hop + ctx)`` (zeros outside the track), keeping
 only its centre ``C`` frames. Every chunk has the same shape; ``window_seconds`` only sets how many chunks
-share one forward pass. Decoding uses the same grid with code-frame context on each side.
+share one forward pass. Only MuQ needs those windows (it attends globally); the acoustic encoder is
+convolutional, so it runs once over each span of consecutive chunks with just its receptive field of
+context (a fraction of a second), giving the same codes as running it on every window. Decoding uses the
+same grid with code-frame context on each side (or, ``decode: per_chunk``, none).
 
 Input conventions: ``[N]`` mono, ``[C, N]`` one track channels first, ``[B, C, N]`` a batch (optionally
 padded, with ``lengths``), or a list of ``[N]``/``[C, N]`` tracks; numpy or torch, any sample rate
@@ -14,6 +17,7 @@ padded, with ``lengths``), or a list of ``[N]``/``[C, N]`` tracks; numpy or torc
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,12 +40,12 @@ from codec.checkpoint import (
 )
 from codec.codefile import CodeFile
 from codec.config import config_to_yaml, list_presets, load_codec_config
+from codec.preflight import PRESET_ALIASES, bitrate_per_layer, check_output_audio, resolve_n_q
 
 if TYPE_CHECKING:
     from codec.model.teacher import MuQTeacher
     from codec.model.xcodec import XCodec
 
-PRESET_ALIASES = {"debug": "tiny"}
 PAD_CODE = -1  # frames past the end of a shorter track in a batch
 
 
@@ -64,6 +68,7 @@ class Codec(nn.Module):
         self.config = config
         self.name = name or str(config.name)
         self._teacher_weights = None if teacher_weights is None else Path(teacher_weights)
+        self._encoder_context: int | None = None  # frames; computed on first encode
         self.eval()
 
     # ----------------------------------------------------------------------------------------- loading
@@ -141,8 +146,8 @@ class Codec(nn.Module):
         return self.teacher
 
     def configure(self, **inference: Any) -> Codec:
-        """Change inference settings (``chunk_seconds``, ``context_seconds``, ``window_seconds``, ``mode``),
-        validated like the config. Returns self."""
+        """Change inference settings (``chunk_seconds``, ``context_seconds``, ``window_seconds``, ``mode``,
+        ``decode``, ``compile``), validated like the config. Returns self."""
         self.config = load_codec_config(self.config, {"inference": inference})
         return self
 
@@ -178,7 +183,7 @@ class Codec(nn.Module):
     @property
     def bitrate_per_layer(self) -> float:
         """Bits per second carried by one RVQ layer (250 for 25 frames/s x 1024 codes)."""
-        return self.frame_rate * math.log2(self.codebook_size)
+        return bitrate_per_layer(self.frame_rate, self.codebook_size)
 
     @property
     def bitrates(self) -> list[float]:
@@ -197,19 +202,7 @@ class Codec(nn.Module):
         Raises:
             ValueError: out of range, unreachable bitrate, or ``n_q`` and ``bitrate`` disagree.
         """
-        if bitrate is not None:
-            k = bitrate / self.bitrate_per_layer
-            if abs(k - round(k)) > 1e-9 or not 1 <= round(k) <= self.n_codebooks:
-                valid = ", ".join(f"{b:g}" for b in self.bitrates)
-                raise ValueError(f"bitrate {bitrate:g} bps is not available; valid bitrates (bps): {valid}")
-            if n_q is not None and n_q != round(k):
-                raise ValueError(f"n_q={n_q} and bitrate={bitrate:g} bps ({round(k)} layers) disagree")
-            return int(round(k))
-        if n_q is None:
-            return self.n_codebooks
-        if not 1 <= n_q <= self.n_codebooks:
-            raise ValueError(f"n_q must be in 1..{self.n_codebooks}, got {n_q}")
-        return int(n_q)
+        return resolve_n_q(n_q, bitrate, self.n_codebooks, self.bitrate_per_layer)
 
     # -------------------------------------------------------------------------------------- windowing
     def _grid(self) -> tuple[int, int, int]:
@@ -220,19 +213,36 @@ class Codec(nn.Module):
         per_batch = max(1, int(inf.window_seconds // inf.chunk_seconds))
         return chunk, context, per_batch
 
+    def _span(self, track: Tensor, start: int, stop: int) -> Tensor:
+        """Audio [(stop - start) * hop] of frames ``[start, stop)`` of ``track`` [N], zeros outside it."""
+        hop = self.hop_length
+        piece = track[max(start * hop, 0):min(stop * hop, track.shape[-1])]
+        left = max(0, -start * hop)
+        return nn.functional.pad(piece, (left, (stop - start) * hop - left - piece.shape[-1]))
+
     def _window(self, track: Tensor, k: int, chunk: int, context: int, trim: bool = False) -> Tensor:
         """Audio [W] of chunk k with context, zero-padded outside ``track`` [N].
 
         ``trim`` (reference mode) ends the window at the track's end padded to a whole frame, as the original
         muq-xcodec inference does for its last chunk, instead of padding it to a full chunk.
         """
-        hop = self.hop_length
-        start, stop = (k * chunk - context) * hop, ((k + 1) * chunk + context) * hop
+        stop = (k + 1) * chunk + context
         if trim:
-            stop = min(stop, math.ceil(track.shape[-1] / hop) * hop)
-        piece = track[max(start, 0):min(stop, track.shape[-1])]
-        left = max(0, -start)
-        return nn.functional.pad(piece, (left, (stop - start) - left - piece.shape[-1]))
+            stop = min(stop, self.num_frames(track.shape[-1]))
+        return self._span(track, k * chunk - context, stop)
+
+    def encoder_context(self) -> int:
+        """Code frames of context each side that make the acoustic encoder's output on a span equal its output
+        on the whole zero-padded track: its receptive field's reach, rounded up to whole frames."""
+        if self._encoder_context is None:
+            reach = conv_reach(self.generator.encoder)
+            self._encoder_context = math.ceil(max(reach) / self.hop_length)
+        return self._encoder_context
+
+    def _compile(self) -> None:
+        """With ``inference.compile``, compile the acoustic encoder once (dynamic shapes: any track length)."""
+        if self.config.inference.compile and not getattr(self.generator.encoder, "_compiled_call_impl", None):
+            self.generator.encoder.compile(dynamic=True)
 
     # ------------------------------------------------------------------------------------ encode/decode
     @torch.inference_mode()
@@ -257,26 +267,79 @@ class Codec(nn.Module):
         downmix = (lambda t: t[0]) if reference else to_mono  # the original inference keeps the first channel
         tracks = [resample(downmix(t), sample_rate, self.sample_rate) for t in as_track_list(audio, lengths)]
         frames = [self.num_frames(t.shape[-1]) for t in tracks]
-        chunk, context, per_batch = self._grid()
         codes = torch.full((len(tracks), n_q, max(frames, default=0)), PAD_CODE, dtype=torch.int16)
+        if any(frames):
+            self._compile()
+            # the span encoder reproduces the windows only when their context covers the encoder's reach
+            literal = reference or self._grid()[1] < self.encoder_context()
+            (self.encode_windows if literal else self._encode_spans)(tracks, frames, n_q, codes)
+        return codes
+
+    def _jobs(self, frames: list[int]) -> list[list[tuple[int, int]]]:
+        """(track, chunk) pairs of the grid, in groups of one forward pass each."""
+        chunk, _, per_batch = self._grid()
         jobs = [(i, k) for i, f in enumerate(frames) for k in range(math.ceil(f / chunk))]
-        teacher = self.get_teacher() if jobs else None
-        for j in range(0, len(jobs), per_batch):
-            batch = jobs[j:j + per_batch]
-            windows = [self._window(tracks[i], k, chunk, context, trim=reference) for i, k in batch]
+        return [jobs[j:j + per_batch] for j in range(0, len(jobs), per_batch)]
+
+    def encode_windows(self, tracks: list[Tensor], frames: list[int], n_q: int, out: Tensor) -> None:
+        """The chunk grid computed literally: teacher AND acoustic encoder on every chunk's window.
+
+        Reference mode's path (its windows have no context, so the encoder's edges matter). In default mode it
+        defines the codes that the faster :meth:`encode` reproduces (the tests compare the two).
+
+        Args:
+            tracks: mono 24 kHz tracks [N_i].
+            frames: code frames of each track.
+            n_q: RVQ layers.
+            out: int16 [B, n_q, T] filled in place (frames past a track's end are left untouched).
+        """
+        chunk, context, _ = self._grid()
+        trim = self.config.inference.mode == "reference"
+        teacher = self.get_teacher()
+        for batch in self._jobs(frames):
+            windows = [self._window(tracks[i], k, chunk, context, trim=trim) for i, k in batch]
             for length in dict.fromkeys(w.shape[-1] for w in windows):  # reference mode: last chunks are shorter
                 group = [n for n, w in enumerate(windows) if w.shape[-1] == length]
                 x = torch.stack([windows[n] for n in group]).to(self.device)[:, None]  # [b, 1, W]
-                out = self.generator.encode(x, teacher(x), n_q)[:, :n_q, context:context + chunk].cpu()
-                for n, c in zip(group, out, strict=True):
+                codes = self.generator.encode(x, teacher(x), n_q)[:, :n_q, context:context + chunk].cpu()
+                for n, c in zip(group, codes, strict=True):
                     i, k = batch[n]
                     stop = min((k + 1) * chunk, frames[i])
-                    codes[i, :, k * chunk:stop] = c[:, :stop - k * chunk].to(torch.int16)
-        return codes
+                    out[i, :, k * chunk:stop] = c[:, :stop - k * chunk].to(torch.int16)
+
+    def _encode_spans(self, tracks: list[Tensor], frames: list[int], n_q: int, out: Tensor) -> None:
+        """Default mode: the teacher on the grid's windows, the acoustic encoder once per span of consecutive
+        chunks of a track (ending at the track's end) with :meth:`encoder_context` frames of context.
+
+        The fused latent is per frame (concat -> linear -> RVQ), so the encoder's features of a span, next to the
+        teacher's features of the same frames, give the codes of :meth:`encode_windows`. Arguments as there.
+        """
+        chunk, context, _ = self._grid()
+        reach = self.encoder_context()
+        teacher = self.get_teacher()
+        for batch in self._jobs(frames):
+            x = torch.stack([self._window(tracks[i], k, chunk, context) for i, k in batch]).to(self.device)
+            features = teacher(x)[:, context:context + chunk]  # [b, C, Ds]
+            spans = []  # (track, first frame, stop frame, teacher features [stop - first, Ds])
+            for i, items in itertools.groupby(range(len(batch)), key=lambda n: batch[n][0]):
+                items = list(items)
+                start, stop = batch[items[0]][1] * chunk, min((batch[items[-1]][1] + 1) * chunk, frames[i])
+                spans.append((i, start, stop, features[items].flatten(0, 1)[:stop - start]))
+            for length in dict.fromkeys(stop - start for _, start, stop, _ in spans):
+                group = [s for s in spans if s[2] - s[1] == length]
+                audio = torch.stack([self._span(tracks[i], a - reach, b + reach) for i, a, b, _ in group])
+                semantic = nn.functional.pad(torch.stack([f for *_, f in group]), (0, 0, reach, reach))
+                codes = self.generator.encode(audio.to(self.device)[:, None], semantic, n_q)
+                for (i, start, stop, _), c in zip(group, codes[:, :n_q, reach:reach + length].cpu(), strict=True):
+                    out[i, :, start:stop] = c.to(torch.int16)
 
     @torch.inference_mode()
     def decode(self, codes: Tensor | np.ndarray, n_q: int | None = None) -> Tensor:
         """Codes -> 24 kHz audio (no teacher needed).
+
+        Chunk ``k`` of the grid is decoded from its codes plus ``context_seconds`` of codes either side
+        (``inference.decode: context``, close to decoding the whole sequence at once) or from its own codes only
+        (``per_chunk``: the original muq-xcodec's chunked reconstruction).
 
         Args:
             codes: [B, K, T] or [K, T] integer codes (K <= n_codebooks), numpy or torch.
@@ -297,8 +360,9 @@ class Codec(nn.Module):
         if c.numel() and (c.min() < 0 or c.max() >= self.codebook_size):
             raise ValueError(f"codes must be in [0, {self.codebook_size}) (trim batch padding {PAD_CODE} "
                              f"with num_frames()), got [{int(c.min())}, {int(c.max())}]")
-        chunk, context, _ = self._grid()
-        context = max(context, round(self.config.inference.context_seconds * self.frame_rate))
+        inf = self.config.inference
+        chunk = self._grid()[0]
+        context = 0 if inf.decode == "per_chunk" else round(inf.context_seconds * self.frame_rate)
         hop, total = self.hop_length, c.shape[-1]
         pieces = []
         for k in range(math.ceil(total / chunk)):
@@ -339,7 +403,12 @@ class Codec(nn.Module):
         return audio[..., :length], out_sr
 
     def decode_to_file(self, code_file: CodeFile, path: str | Path, sample_rate: int | None = None) -> Path:
-        """Decode a :class:`CodeFile` and write the audio (format from the suffix). Returns the path."""
+        """Decode a :class:`CodeFile` and write the audio (format from the suffix). Returns the path.
+
+        Raises:
+            ValueError: a format that cannot keep the exact length (MP3) or an unknown suffix, before decoding.
+        """
+        check_output_audio(path)
         audio, out_sr = self.decode_file(code_file, sample_rate)
         return write_audio(path, audio, out_sr)
 
@@ -355,3 +424,19 @@ def load_teacher(name_or_path: str | Path, device: str | torch.device = "cpu") -
     weights = directory / TEACHER_FILE
     cfg = load_codec_config(directory / CONFIG_FILE)
     return build_teacher(cfg, weights if weights.is_file() else None).to(device)
+
+
+def conv_reach(module: nn.Module) -> tuple[int, int]:
+    """(left, right) reach in input samples of the receptive field of a stack of 1-D convolutions.
+
+    Walks every ``nn.Conv1d`` below ``module`` in registration order (the forward order of a DAC-style encoder,
+    whose residual branches only add to the reach of the main path). Output frame ``t`` of the stack depends on
+    input samples ``[t * stride - left, t * stride + right]``.
+    """
+    jump, left, right = 1, 0, 0
+    for conv in (m for m in module.modules() if isinstance(m, nn.Conv1d)):
+        (kernel,), (dilation,), (stride,), (padding,) = conv.kernel_size, conv.dilation, conv.stride, conv.padding
+        left += padding * jump
+        right += (dilation * (kernel - 1) - padding) * jump
+        jump *= stride
+    return left, right

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,61 @@ def test_code_file_round_trip_and_version_check(tmp_path):
     future = CodeFile(**{**vars(cf), "version": FORMAT_VERSION + 1}).save(tmp_path / "future.npz")
     with pytest.raises(ValueError, match="version"):
         CodeFile.load(future)
+
+
+def test_argument_errors_are_reported_before_torch_or_a_model_loads(tmp_path):
+    """Bad arguments fail in a process that never imports torch, so no model can have been loaded."""
+    wav = write_audio(tmp_path / "clip.wav", music_clip(0.5), 24000)
+    (tmp_path / "dir.wav").mkdir()
+    codes = CodeFile(codes=np.zeros((8, 13), np.int16), sample_rate=24000, frame_rate=25.0, codebook_size=1024,
+                     original_length=12000, original_sample_rate=24000, original_channels=1,
+                     model="tiny").save(tmp_path / "codes.npz")
+    cases = {
+        "valid bitrates (bps): 250, 500": ["encode", wav, tmp_path / "x.npz", "--bitrate", "999"],
+        "n_q must be in 1..8, got 9": ["encode", wav, tmp_path / "x.npz", "--n-q", "9"],
+        "disagree": ["encode", wav, tmp_path / "x.npz", "--n-q", "2", "--bitrate", "1000"],
+        "no such file": ["encode", tmp_path / "missing.wav", tmp_path / "x.npz"],
+        "is a directory, not an audio file": ["encode", tmp_path / "dir.wav", tmp_path / "x.npz"],
+        "is a directory, not a code file": ["decode", tmp_path / "dir.wav", tmp_path / "x.wav"],
+        "MP3 output is not supported": ["decode", codes, tmp_path / "x.mp3"],
+        "unknown audio format '.xyz'": ["decode", codes, tmp_path / "x.xyz"],
+    }
+    script = ("import json, sys; from codec.__main__ import main\n"
+              f"cases = {json.dumps({k: [str(a) for a in v] for k, v in cases.items()})}\n"
+              "codes = {k: main(v) for k, v in cases.items()}\n"
+              "print(json.dumps(codes)); assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == dict.fromkeys(cases, 1)
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == len(cases) and all(e.startswith("error: ") for e in errors)
+    for expected, line in zip(cases, errors, strict=True):
+        assert expected in line, (expected, line)
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_checkpoint_directory_layers_are_checked_before_loading(tmp_path, monkeypatch, capsys):
+    from codec.checkpoint import CONFIG_FILE
+    from codec.inference import Codec
+    from codec.preflight import CHECKPOINT_CONFIG
+
+    assert CHECKPOINT_CONFIG == CONFIG_FILE
+    Codec.from_pretrained("tiny").save_pretrained(tmp_path / "ckpt")
+    wav = write_audio(tmp_path / "clip.wav", music_clip(0.5), 24000)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(Codec, "from_pretrained", no_loading)
+    assert main(["encode", str(wav), str(tmp_path / "x.npz"), "--n-q", "9", "--model", str(tmp_path / "ckpt")]) == 1
+    assert "n_q must be in 1..8" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+def test_decoded_files_keep_the_exact_length(tmp_path, suffix):
+    wav = write_audio(tmp_path / "clip.wav", music_clip(0.455, sample_rate=44100), 44100)
+    assert main(["encode", str(wav), str(tmp_path / "clip.npz")]) == 0
+    assert main(["decode", str(tmp_path / "clip.npz"), str(tmp_path / f"out{suffix}")]) == 0
+    info = sf.info(tmp_path / f"out{suffix}")
+    assert (info.frames, info.samplerate) == (sf.info(wav).frames, 44100)

@@ -8,6 +8,7 @@ import torch
 from utils import music_clip
 
 from codec import Codec
+from codec.audio import to_mono
 from codec.builders import build_generator, build_teacher
 from codec.checkpoint import CONFIG_FILE, MODEL_FILE, TEACHER_FILE
 from codec.config import load_codec_config
@@ -113,6 +114,94 @@ def test_reference_mode_uses_non_overlapping_chunks():
     assert codec._grid() == (250, 0, 3)
     codes = codec.encode(music_clip(11.0, seed=8)[:, 0], 24000)
     assert codes.shape == (1, 8, 275) and codes.min() >= 0
+
+
+def encode_every_window(codec: Codec, audio, lengths=None) -> torch.Tensor:
+    """The reference: the grid computed literally, teacher AND acoustic encoder on every chunk's window."""
+    from codec.audio import as_track_list
+
+    tracks = [to_mono(t) for t in as_track_list(audio, lengths)]
+    frames = [codec.num_frames(t.shape[-1]) for t in tracks]
+    out = torch.full((len(tracks), codec.n_codebooks, max(frames)), -1, dtype=torch.int16)
+    codec.encode_windows(tracks, frames, codec.n_codebooks, out)
+    return out
+
+
+def check_span_encoding(codec: Codec, seconds: tuple[float, ...], batch: tuple[float, ...]) -> None:
+    """``codec.encode`` (acoustic encoder once per span, short tracks not padded to a window) gives exactly the
+    codes of running teacher and encoder on every window, for each track alone and in a padded batch."""
+    clips = {s: music_clip(s, seed=20 + i)[:, 0] for i, s in enumerate(seconds)}
+    for s, x in clips.items():
+        fast = codec.encode(x, 24000)
+        assert fast.shape == (1, 8, codec.num_frames(x.shape[0])), s
+        assert torch.equal(fast, encode_every_window(codec, x)), s
+    items = [clips[s] for s in batch]
+    padded = np.zeros((len(items), 1, max(len(x) for x in items)), np.float32)
+    for n, x in enumerate(items):
+        padded[n, 0, :len(x)] = x
+    lengths = [len(x) for x in items]
+    fast = codec.encode(padded, 24000, lengths=lengths)
+    assert torch.equal(fast, encode_every_window(codec, padded, lengths))
+    for n, s in enumerate(batch):  # and each item equals encoding it alone
+        assert torch.equal(fast[n, :, :codec.num_frames(lengths[n])], codec.encode(clips[s], 24000)[0])
+
+
+def test_encoder_once_per_span_gives_the_codes_of_every_window(codec):
+    """Small grid (1 s chunks, 0.4 s context, 2 chunks per pass): multi-chunk spans, mixed-track passes."""
+    check_span_encoding(codec, (0.5, 1.0, 2.5, 3.3), batch=(2.5, 0.5, 3.3, 1.0))
+
+
+@pytest.mark.slow
+def test_encoder_once_per_span_gives_the_codes_of_every_window_on_the_shipped_grid():
+    """The shipped 10 s grid over 0.5, 3, 10, 12.5 and 60 s tracks and a padded batch."""
+    check_span_encoding(Codec.from_pretrained("tiny"), (0.5, 3.0, 10.0, 12.5, 60.0), batch=(12.5, 0.5, 3.0, 10.0))
+
+
+def test_encoder_context_covers_the_receptive_field():
+    """A change of one input sample moves only encoder frames within encoder_context() of it."""
+    codec = Codec.from_pretrained("tiny")
+    hop, reach = codec.hop_length, codec.encoder_context()
+    assert reach >= 1 and reach * hop / codec.sample_rate <= 0.3  # a fraction of a second, not the 2 s of MuQ
+    x = torch.from_numpy(music_clip(4.0, seed=30)[:, 0])[None, None]
+    moved = x.clone()
+    moved[..., 50 * hop] += 1.0  # frame 50
+    with torch.no_grad():
+        delta = (codec.generator.encoder(x) - codec.generator.encoder(moved)).abs().amax(dim=1)[0]
+    changed = torch.nonzero(delta > 0).flatten()
+    assert changed.min() >= 50 - reach and changed.max() <= 50 + reach
+    assert changed.max() - changed.min() >= reach  # the reach is not grossly over-estimated
+    # a grid whose context is shorter than the reach keeps the literal windows (the span encoder would differ)
+    short = Codec.from_pretrained("tiny", overrides=[*SMALL_GRID, "inference.context_seconds=0.2"])
+    assert short._grid()[1] < reach
+    clip = music_clip(2.5, seed=33)[:, 0]
+    assert torch.equal(short.encode(clip, 24000), encode_every_window(short, clip))
+
+
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_same_codes():
+    x = music_clip(3.3, seed=31)[:, 0]
+    eager = Codec.from_pretrained("tiny", overrides=SMALL_GRID).encode(x, 24000)
+    compiled = Codec.from_pretrained("tiny", overrides=[*SMALL_GRID, "inference.compile=true"])
+    assert torch.equal(compiled.encode(x, 24000), eager)
+    assert compiled.generator.encoder._compiled_call_impl is not None
+
+
+def test_per_chunk_decode_is_each_chunk_decoded_alone():
+    """``decode: per_chunk`` = the original's chunked reconstruction; ``context`` (default) ~ one whole decode."""
+    codec = Codec.from_pretrained("tiny", overrides=[*SMALL_GRID, "inference.mode=reference"])
+    codes = codec.encode(music_clip(2.6, seed=32)[:, 0], 24000)  # chunks of 25 frames: 25 + 25 + 15
+    assert codes.shape[-1] == 65
+    with torch.no_grad():
+        alone = torch.cat([codec.generator.decode(codes[..., k:k + 25].long()) for k in (0, 25, 50)], dim=-1)
+        whole = codec.generator.decode(codes.long())
+    per_chunk = codec.configure(decode="per_chunk").decode(codes)
+    torch.testing.assert_close(per_chunk, alone, rtol=0, atol=1e-6)
+    context = codec.configure(decode="context").decode(codes)
+    tol = 1e-4 * whole.abs().max().item()
+    torch.testing.assert_close(context, whole, atol=tol, rtol=0)
+    assert (per_chunk - whole).abs().max() > 100 * tol  # the two differ near chunk boundaries
+    with pytest.raises(ValueError, match="inference.decode"):
+        codec.configure(decode="overlap")
 
 
 def test_chunked_decode_matches_whole_decode(codec):
