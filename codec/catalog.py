@@ -149,13 +149,8 @@ def get_model(name_or_uri: str | Path, device: str = "cpu", local_dirs: Iterable
     from codec.inference import PRESET_ALIASES, Codec
 
     name = str(name_or_uri)
-    if tracking_uri and is_mlflow_uri(name):
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
     if Path(name).is_dir() or is_mlflow_uri(name) or PRESET_ALIASES.get(name, name) in list_presets():
-        return Codec.from_pretrained(name, device=device)
+        return Codec.from_pretrained(name, device=device, tracking_uri=tracking_uri)
     for root in _local_dirs(local_dirs):
         if (root / name / CONFIG_FILE).is_file():
             return Codec.from_pretrained(root / name, device=device)

@@ -69,7 +69,7 @@ class Codec(nn.Module):
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "tiny", overrides: list[str] | dict | None = None,
-                        device: str | torch.device = "cpu") -> Codec:
+                        device: str | torch.device = "cpu", tracking_uri: str | None = None) -> Codec:
         """Load a codec.
 
         Args:
@@ -79,10 +79,11 @@ class Codec(nn.Module):
             overrides: config overrides, e.g. ``["inference.window_seconds=10"]`` (inference settings only
                 make sense here; geometry must match the weights).
             device: where to put the model.
+            tracking_uri: MLflow store of an MLflow URI (default: ``$MLFLOW_TRACKING_URI``, else ./mlflow.db).
         """
         name = str(name_or_path)
         if Path(name).is_dir() or is_mlflow_uri(name):
-            directory = resolve_checkpoint_dir(name)
+            directory = resolve_checkpoint_dir(name, tracking_uri=tracking_uri)
             cfg = load_codec_config(directory / CONFIG_FILE, overrides)
             generator = load_weights(build_generator(cfg), directory / MODEL_FILE)
             teacher_file = directory / TEACHER_FILE

@@ -1,4 +1,4 @@
-"""Shared test helpers: seeded music-like audio (from pipelines.synthetic) and small file writers."""
+"""Shared test helpers: seeded music-like audio (from pipelines.common.synthetic) and small file writers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipelines.synthetic import music_clip, write_corpus  # noqa: F401  (re-exported for tests)
+from pipelines.common.synthetic import music_clip, write_corpus  # noqa: F401  (re-exported for tests)
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, **kwargs) -> Path:

@@ -69,8 +69,8 @@ def hostile_folder(root) -> tuple[set[str], dict[str, str]]:
 @pytest.mark.slow
 @pytest.mark.drill
 def test_prepare_survives_hostile_folder(ray_local, tmp_path):
-    from pipelines.data_config import load_prepare_config
-    from pipelines.prepare import run_prepare
+    from pipelines.prepare.config import load_prepare_config
+    from pipelines.prepare.driver import run_prepare
 
     good, bad = hostile_folder(tmp_path / "music")
     before = sorted(p.name for p in tmp_path.iterdir())

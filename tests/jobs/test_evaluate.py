@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,11 @@ import torch
 from utils import music_clip
 
 from jobs.evaluate import main as evaluate_main
-from pipelines import tokenize_io as tio
-from pipelines.evaluate_config import EvaluateConfigError, load_evaluate_config
-from pipelines.evaluate_report import aggregate_settings, format_table, rate_distortion_plot
-from pipelines.evaluate_tools import Visqol, find_opus_encoder, libsndfile_has_opus
+from pipelines.common import shard_io as tio
+from pipelines.common.config import ConfigError
+from pipelines.evaluate.config import load_evaluate_config
+from pipelines.evaluate.report import aggregate_settings, format_table, rate_distortion_plot
+from pipelines.evaluate.tools import Visqol, find_opus_encoder, libsndfile_has_opus
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["metrics.visqol=off", "progress=false", "compute.num_cpus=0.5", "compute.torch_threads=1"]
@@ -49,7 +51,7 @@ def write_shards(root: Path) -> list[Path]:
     ("nosuch=1", "nosuch"), ("model=models:/a/b/c", "model"), ("metrics.max_seconds=-1", "metrics.max_seconds"),
 ])
 def test_bad_config_names_the_key(override, key):
-    with pytest.raises(EvaluateConfigError, match=f"key '{key}'"):
+    with pytest.raises(ConfigError, match=f"^{re.escape(key)}: "):
         load_evaluate_config(REPO / "configs/evaluate/default.yaml", ["model=tiny", "shards=x", override])
 
 
@@ -66,23 +68,24 @@ def test_job_exits_2_on_bad_config_before_any_work(capsys, tmp_path):
 
 
 def test_n_q_beyond_the_model_fails_in_planning(tmp_path, mlflow_sqlite):
-    from pipelines.evaluate import plan_evaluate
+    from pipelines.evaluate.driver import plan_evaluate
 
     write_shards(tmp_path / "shards")
     cfg = load_evaluate_config(None, ["model=tiny", f"shards={tmp_path / 'shards'}", "metrics.n_q=[1,16]"])
-    with pytest.raises(EvaluateConfigError, match="metrics.n_q"):
+    with pytest.raises(ConfigError, match="metrics.n_q"):
         plan_evaluate(cfg)
 
 
 def test_plan_says_when_visqol_is_absent(tmp_path, monkeypatch, mlflow_sqlite):
-    from pipelines import evaluate as ev
+    from pipelines.evaluate import driver as ev
 
     write_shards(tmp_path / "shards")
     monkeypatch.setattr(ev.Visqol, "availability", staticmethod(lambda: (False, "ViSQOL not computed: absent")))
     plan = ev.plan_evaluate(load_evaluate_config(None, ["model=tiny", f"shards={tmp_path / 'shards'}"]))
     assert not plan.visqol and "ViSQOL not computed: absent" in plan.notes
-    assert plan.geometry == {"sample_rate": 24000, "frame_rate": 25.0, "n_codebooks": 8, "codebook_size": 1024}
-    with pytest.raises(EvaluateConfigError, match="metrics.visqol"):
+    assert plan.geometry == {"sample_rate": 24000, "hop_length": 960, "frame_rate": 25.0, "n_codebooks": 8,
+                             "codebook_size": 1024}
+    with pytest.raises(ConfigError, match="metrics.visqol"):
         ev.plan_evaluate(load_evaluate_config(None, ["model=tiny", f"shards={tmp_path}/shards", "metrics.visqol=on"]))
 
 
@@ -101,7 +104,7 @@ def test_opus_baseline_roundtrip_at_its_lowest_rate():
 
 
 def test_missing_encoder_is_reported(monkeypatch):
-    from pipelines import evaluate_tools as tools
+    from pipelines.evaluate import tools as tools
 
     monkeypatch.setattr(tools, "libsndfile_has_opus", lambda: False)
     monkeypatch.setattr(tools, "ffmpeg_has_libopus", lambda: False)
@@ -130,7 +133,7 @@ def test_aggregate_table_and_plot(tmp_path):
 def register_tiny(tmp_path: Path, tracking_uri: str, codec=None) -> str:
     """Save a codec (default: the tiny preset) and register it in MLflow; returns models:/NAME/VERSION."""
     from codec import Codec
-    from pipelines.tracking import RunLogger, get_or_create_run
+    from pipelines.common.tracking import RunLogger, get_or_create_run
 
     codec = codec or Codec.from_pretrained("tiny")
     folder = codec.save_pretrained(tmp_path / "ckpt")
@@ -206,7 +209,7 @@ def test_trained_model_improves_with_n_q():
     from codec import Codec
     from codec.builders import build_discriminator, build_generator, build_teacher, build_train_step
     from codec.config import load_codec_config
-    from pipelines.evaluate_stage import TrackEvaluator
+    from pipelines.evaluate.stage import TrackEvaluator
 
     torch.manual_seed(0)
     # One inference chunk = the training clip, no context: the evaluator sees what training saw.

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from utils import music_clip
 
-from pipelines.audio_decode import (
+from pipelines.common.audio_decode import (
     DUPLICATE_KEY,
     EMPTY,
     NO_AUDIO,
@@ -21,9 +21,9 @@ from pipelines.audio_decode import (
     Skip,
     decode_sample,
 )
-from pipelines.data import build_segment_dataset, skip_counts
-from pipelines.data_config import load_data_config
-from pipelines.shards import tar_bytes
+from pipelines.common.shards import tar_bytes
+from pipelines.data.config import load_data_config
+from pipelines.data.dataset import build_segment_dataset, skip_counts
 
 
 def encode(audio: np.ndarray, sr: int, fmt: str = "FLAC", subtype: str | None = None) -> bytes:

@@ -12,13 +12,15 @@ import torch
 import torchaudio.functional as AF
 from utils import music_clip
 
-from pipelines.data import RenameRepeatedKeys, SplitFilter, build_teacher, build_training_dataset
-from pipelines.data_config import DataConfigError, load_data_config
-from pipelines.feature_cache import cache_matches, write_feature_cache
-from pipelines.segments import SegmentSpec, cut_segments, segment_samples
-from pipelines.shards import tar_bytes
+from pipelines.common.config import ConfigError
+from pipelines.common.shards import tar_bytes
+from pipelines.data.config import load_data_config
+from pipelines.data.dataset import RenameRepeatedKeys, SplitFilter, build_teacher
+from pipelines.data.feature_cache import cache_matches, write_feature_cache
+from pipelines.data.segments import SegmentSpec, cut_segments, segment_samples
+from pipelines.data.training import build_training_dataset
 
-TINY_TEACHER = {"random": {"dim": 32, "depth": 1, "heads": 2, "conv_dim": 8, "seed": 0}}
+TINY_TEACHER = {"source": "random", "dim": 32, "depth": 1, "heads": 2, "conv_dim": 8, "seed": 0}
 
 
 def flac(audio: np.ndarray, sr: int) -> bytes:
@@ -54,12 +56,14 @@ def test_rename_repeated_keys():
 
 
 def test_data_config_checks():
-    with pytest.raises(DataConfigError, match="val_fraction"):
+    with pytest.raises(ConfigError, match="val_fraction"):
         load_data_config({"val_fraction": 1.5})
-    with pytest.raises(DataConfigError, match="bogus"):
+    with pytest.raises(ConfigError, match="bogus"):
         load_data_config({"bogus": 1})
-    cfg = load_data_config("configs/data/default.yaml", ["semantic.actors=3"])
+    cfg = load_data_config({"segment_seconds": 5.0}, ["semantic.actors=3"])
     assert cfg.semantic.actors == 3 and cfg.segment_seconds == 5.0
+    with pytest.raises(ConfigError, match=r"^teacher.random: renamed: use teacher.source=random"):
+        load_data_config({"teacher": {"random": {"dim": 32}}})
 
 
 def write_shards(root, n_tracks: int = 8) -> list[str]:

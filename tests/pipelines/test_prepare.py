@@ -13,10 +13,11 @@ import webdataset as wds
 from utils import music_clip, write_audio
 
 from jobs.prepare import main as prepare_main
-from pipelines.audio_decode import EMPTY, UNDECODABLE, decode_sample
-from pipelines.data_config import DataConfigError, load_prepare_config
-from pipelines.prepare import transcode
-from pipelines.shards import sample_key, tar_bytes
+from pipelines.common.audio_decode import EMPTY, UNDECODABLE, decode_sample
+from pipelines.common.config import ConfigError
+from pipelines.common.shards import sample_key, tar_bytes
+from pipelines.prepare.config import load_prepare_config
+from pipelines.prepare.stage import transcode
 
 
 def test_sample_key_is_stable_unique_and_dot_free():
@@ -47,11 +48,11 @@ def test_transcode_integer_pcm_is_bit_exact(tmp_path, subtype):
 
 
 def test_prepare_config_rejects_bad_values():
-    with pytest.raises(DataConfigError, match="inputs"):
+    with pytest.raises(ConfigError, match="inputs"):
         load_prepare_config({})
-    with pytest.raises(DataConfigError, match="max_samples_per_shard"):
+    with pytest.raises(ConfigError, match="max_samples_per_shard"):
         load_prepare_config({"inputs": ["x"], "max_samples_per_shard": 0})
-    with pytest.raises(DataConfigError, match="no_such_key"):
+    with pytest.raises(ConfigError, match="no_such_key"):
         load_prepare_config({"inputs": ["x"], "no_such_key": 1})
 
 

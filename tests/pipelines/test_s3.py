@@ -9,12 +9,13 @@ import pytest
 import s3fs
 from test_prepare import write_mixed_folder
 
-from pipelines.audio_decode import EMPTY, UNDECODABLE
-from pipelines.data import build_segment_dataset, skip_counts
-from pipelines.data_config import load_data_config, load_prepare_config
-from pipelines.prepare import run_prepare
-from pipelines.shards import sample_key
-from pipelines.storage import StorageConfig
+from pipelines.common.audio_decode import EMPTY, UNDECODABLE
+from pipelines.common.shards import sample_key
+from pipelines.common.storage import StorageConfig
+from pipelines.data.config import load_data_config
+from pipelines.data.dataset import build_segment_dataset, skip_counts
+from pipelines.prepare.config import load_prepare_config
+from pipelines.prepare.driver import run_prepare
 
 
 def test_storage_repr_redacts_credentials():

@@ -13,12 +13,12 @@ import soundfile as sf
 import torch
 from utils import music_clip
 
-from pipelines import tokenize_io as tio
-from pipelines.tokenize import ShardTokenizer, Track, codebook_counts, length_batches
-from pipelines.tokenize_config import load_tokenize_config
-from pipelines.tokenize_decode import decode_shard
-from pipelines.tokenize_driver import OutputMismatchError, plan_tokenize
-from pipelines.tokenize_stats import build_stats, layer_stats
+from pipelines.common import shard_io as tio
+from pipelines.tokenize.config import load_tokenize_config
+from pipelines.tokenize.decode import decode_shard
+from pipelines.tokenize.driver import OutputMismatchError, plan_tokenize
+from pipelines.tokenize.stage import ShardTokenizer, Track, codebook_counts, length_batches
+from pipelines.tokenize.stats import build_stats, layer_stats
 
 
 def encoded(audio: np.ndarray, sample_rate: int, fmt: str) -> bytes:
@@ -206,7 +206,7 @@ def test_plan_refuses_output_from_another_config(tmp_path):
     write_shard(tmp_path / "in" / "p-000000.tar", {"a": (0.2, 8000, 1, "wav")})
     write_shard(tmp_path / "in" / "p-000001.tar", {"b": (0.2, 8000, 1, "wav")})
     overrides = ["model=tiny", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
-                 f"tracking.tracking_uri=sqlite:///{tmp_path / 'm.db'}"]
+                 f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"]
     plan = plan_tokenize(load_tokenize_config(None, overrides))
     assert [tio.shard_name(s) for s in plan.todo] == ["p-000000.tar", "p-000001.tar"] and plan.done == []
     tio.write_atomic(tio.done_url(str(tmp_path / "out"), "p-000000.tar"),

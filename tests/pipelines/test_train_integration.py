@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from utils import music_clip, write_corpus
 
-from pipelines.train_config import load_train_config
+from pipelines.train.config import load_train_config
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,8 @@ TINY = REPO / "configs" / "train" / "tiny_cpu.yaml"
 @pytest.fixture(scope="module")
 def music_shards(tmp_path_factory, ray_local) -> str:
     """8 seeded music-like tracks (mixed formats / rates) prepared into WebDataset shards."""
-    from pipelines.data_config import load_prepare_config
-    from pipelines.prepare import run_prepare
+    from pipelines.prepare.config import load_prepare_config
+    from pipelines.prepare.driver import run_prepare
 
     root = tmp_path_factory.mktemp("corpus")
     write_corpus(root / "music", num_tracks=8, seconds=(4.0, 8.0), seed=0)
@@ -33,7 +33,7 @@ def music_shards(tmp_path_factory, ray_local) -> str:
 def tiny_config(shards: str, tmp_path: Path, tracking_uri: str, name: str, *overrides: str):
     return load_train_config(TINY, [
         f"data.shards=[{shards}]", f"run.storage_path={tmp_path / 'ray_results'}", f"run.name={name}",
-        f"mlflow.tracking_uri={tracking_uri}", "mlflow.experiment=test-train", "mlflow.register_name=test-codec",
+        f"tracking.uri={tracking_uri}", "tracking.experiment=test-train", "tracking.register_name=test-codec",
         *overrides])
 
 
@@ -45,7 +45,7 @@ def test_train_logs_registers_and_loads(music_shards, tmp_path, mlflow_sqlite):
     from mlflow import MlflowClient
 
     from codec.inference import Codec
-    from pipelines.trainer import run_training
+    from pipelines.train.driver import run_training
 
     cfg = tiny_config(music_shards, tmp_path, mlflow_sqlite, "e2e", "schedule.max_steps=30",
                       "schedule.val_every=15", "schedule.checkpoint_every=10")
@@ -92,12 +92,12 @@ def test_train_logs_registers_and_loads(music_shards, tmp_path, mlflow_sqlite):
 def test_worker_failure_and_resubmission_resume_same_run(music_shards, tmp_path, mlflow_sqlite):
     from mlflow import MlflowClient
 
-    from pipelines.train_loop import FAILURE_MARKER
-    from pipelines.trainer import run_training
+    from pipelines.train.driver import run_training
+    from pipelines.train.loop import FAILURE_MARKER
 
     cfg = tiny_config(music_shards, tmp_path, mlflow_sqlite, "flaky", "schedule.max_steps=16",
                       "schedule.val_every=8", "schedule.checkpoint_every=5", "debug.fail_at_step=12",
-                      "debug.fail_rank=1", "mlflow.register_name=null")
+                      "debug.fail_rank=1", "tracking.register_name=null")
     result = run_training(cfg)
 
     assert (tmp_path / "ray_results" / "flaky" / FAILURE_MARKER).is_file()  # the failure did happen
@@ -115,7 +115,7 @@ def test_worker_failure_and_resubmission_resume_same_run(music_shards, tmp_path,
 
     # Resubmitting the same run name with more steps continues from the last checkpoint and MLflow run.
     longer = tiny_config(music_shards, tmp_path, mlflow_sqlite, "flaky", "schedule.max_steps=18",
-                         "schedule.val_every=8", "schedule.checkpoint_every=5", "mlflow.register_name=null")
+                         "schedule.val_every=8", "schedule.checkpoint_every=5", "tracking.register_name=null")
     again = run_training(longer)
     assert again.run_id == result.run_id and again.metrics["step"] == 18
     assert len(c.search_runs([exp.experiment_id])) == 1
@@ -134,29 +134,29 @@ def test_finetune_from_imported_release(music_shards, tmp_path, mlflow_sqlite):
 
     from codec.convert import import_muq_xcodec
     from codec.inference import Codec, load_teacher
-    from pipelines.data import SemanticStage, build_teacher
-    from pipelines.trainer import data_config, run_training
+    from pipelines.data.dataset import SemanticStage, build_teacher
+    from pipelines.train.driver import data_config, run_training
 
     ckpt, muq_json, _, _ = write_original_checkpoint(tmp_path / "orig")
     imported = tmp_path / "imported"
     import_muq_xcodec(ckpt, imported, muq_config=muq_json, with_discriminator=True)
     cfg = load_train_config(REPO / "configs" / "train" / "finetune_cpu.yaml", [
         f"init.checkpoint={imported}", f"data.shards=[{music_shards}]", f"run.storage_path={tmp_path / 'ray_results'}",
-        "run.name=finetune", f"mlflow.tracking_uri={mlflow_sqlite}", "mlflow.experiment=test-finetune",
-        "mlflow.register_name=test-finetuned", "schedule.max_steps=2", "schedule.val_every=2",
+        "run.name=finetune", f"tracking.uri={mlflow_sqlite}", "tracking.experiment=test-finetune",
+        "tracking.register_name=test-finetuned", "schedule.max_steps=2", "schedule.val_every=2",
         "schedule.checkpoint_every=2", "scaling.num_workers=1", "codec.optim.lr=1e-6"])
     assert cfg.codec.teacher.source == "imported" and cfg.codec.model.encoder_dim == 4  # the checkpoint's config
 
     # The data pipeline's MuQ stage runs the checkpoint's own teacher, not a random or published one.
-    spec = data_config(cfg).teacher
-    assert spec.checkpoint == str(imported)
+    dcfg = data_config(cfg)
+    assert dcfg.teacher.source == "imported" and dcfg.teacher_checkpoint == str(imported)
     audio = music_clip(1.92, 24000, 1, seed=5)[:, 0][None, None, :].astype(np.float32)
-    features = SemanticStage(spec)({"audio": audio})["semantic"]
+    features = SemanticStage(dcfg.teacher, dcfg.teacher_checkpoint)({"audio": audio})["semantic"]
     with torch.no_grad():
         expected = load_teacher(imported)(torch.from_numpy(audio)).numpy()
     np.testing.assert_array_equal(features, expected)
-    assert not np.allclose(features, build_teacher({"random": {"dim": 64, "depth": 1, "heads": 2, "conv_dim": 8},
-                                                    "layer": -1})(torch.from_numpy(audio)).detach().numpy())
+    assert not np.allclose(features, build_teacher({"source": "random", "dim": 64, "depth": 1, "heads": 2,
+                                                    "conv_dim": 8})(torch.from_numpy(audio)).detach().numpy())
 
     result = run_training(cfg)
     assert result.metrics["step"] == 2

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.tracking import REDACTED, RunLogger, get_or_create_run, log_params, loggable_params
-from pipelines.train_checkpoint import load_tree, rng_state, save_tree, set_rng_state
-from pipelines.train_config import TrainConfigError, load_train_config, to_dict
-from pipelines.train_eval import codebook_stats, spectrogram_png
+from pipelines.common.config import ConfigError, to_dict
+from pipelines.common.tracking import REDACTED, RunLogger, get_or_create_run, log_params, loggable_params
+from pipelines.train.checkpoint import load_tree, rng_state, save_tree, set_rng_state
+from pipelines.train.config import load_train_config
+from pipelines.train.validation import codebook_stats, spectrogram_png
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))
@@ -40,7 +41,7 @@ def test_recipe_config_is_the_real_recipe():
     assert cfg.data.segment_seconds == 5.0
     assert cfg.codec.teacher.model_id == "OpenMuQ/MuQ-large-msd-iter"
     assert cfg.data.shards[0].startswith("s3://") and cfg.run.storage_path.startswith("s3://")
-    assert cfg.mlflow.tracking_uri.startswith("http")
+    assert cfg.tracking.uri.startswith("http")
 
 
 def test_embedded_default_and_overrides():
@@ -64,7 +65,7 @@ def test_embedded_default_and_overrides():
     ("codec_preset=nope", "codec_preset"),
 ])
 def test_bad_config_names_the_key(override, key):
-    with pytest.raises(TrainConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         load_train_config(REPO / "configs/train/tiny_cpu.yaml", [override])
     assert str(e.value).startswith(key), str(e.value)
 
@@ -88,14 +89,14 @@ def test_finetune_takes_the_checkpoint_config(tiny_checkpoint, tmp_path, monkeyp
     (["init.checkpoint=CKPT", "init.discriminator=maybe"], "init.discriminator: must be one of"),
 ])
 def test_bad_finetune_config_names_the_key(tiny_checkpoint, overrides, message):
-    with pytest.raises(TrainConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         load_train_config(REPO / "configs/train/finetune_cpu.yaml",
                           [o.replace("CKPT", str(tiny_checkpoint)) for o in overrides])
     assert str(e.value).startswith(message), str(e.value)
 
 
 def test_imported_teacher_needs_a_checkpoint():
-    with pytest.raises(TrainConfigError, match="^codec.teacher.source: .*set init.checkpoint"):
+    with pytest.raises(ConfigError, match="^codec.teacher.source: .*set init.checkpoint"):
         load_train_config(None, ["codec.teacher.source=imported", "codec.teacher.muq_config={encoder_dim: 32}"])
 
 
@@ -177,7 +178,7 @@ def test_run_lookup_params_and_step_resume(mlflow_sqlite):
 
 
 def test_failure_injection_happens_once(tmp_path):
-    from pipelines.train_loop import FAILURE_MARKER, InjectedFailure, maybe_inject_failure
+    from pipelines.train.loop import FAILURE_MARKER, InjectedFailure, maybe_inject_failure
 
     cfg = load_train_config(None, ["debug.fail_at_step=3", "debug.fail_rank=1"])
     run_dir = str(tmp_path / "run")
@@ -191,7 +192,7 @@ def test_failure_injection_happens_once(tmp_path):
 
 @pytest.mark.slow
 def test_failure_marker_on_s3(s3_bucket):
-    from pipelines.train_loop import InjectedFailure, maybe_inject_failure
+    from pipelines.train.loop import InjectedFailure, maybe_inject_failure
 
     cfg = load_train_config(None, ["debug.fail_at_step=1"])
     with pytest.raises(InjectedFailure):
