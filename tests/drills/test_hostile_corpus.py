@@ -1,6 +1,6 @@
 """Drill 4 (prepare part): a hostile music folder. 0 crashes, every bad file rejected with a reason (or kept
 with ``truncated``), every good file processed once, nothing written outside the output folder.
-The data-pipeline side of hostile shards is tests/pipelines/test_bad_input.py."""
+The data-pipeline side of hostile shards is tests/pipelines/data/test_bad_input.py."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from utils import music_clip
 
 from pipelines.common.shards import tar_bytes
 
-bad_input = _load("_drill_bad_input_helpers", "tests/pipelines/test_bad_input.py")
+bad_input = _load("_drill_bad_input_helpers", "tests/pipelines/data/test_bad_input.py")
 encode, nan_wav, truncated_flac = bad_input.encode, bad_input.nan_wav, bad_input.truncated_flac
 
 RSS_BOUND = 4 << 30  # any one process (driver, raylet, the tokenizer actor...)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import s3fs
-from test_prepare import write_mixed_folder
+from utils import write_mixed_folder
 
 from pipelines.common.audio_decode import EMPTY, UNDECODABLE
 from pipelines.common.shards import sample_key

@@ -12,7 +12,7 @@ from pipelines.train.config import load_train_config
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = REPO / "configs" / "train" / "tiny_cpu.yaml"
 
 

@@ -12,7 +12,7 @@ from pipelines.common.config import ConfigError
 from pipelines.common.tracking import loggable_params
 from pipelines.tokenize.config import TokenizeConfig, config_hash, load_tokenize_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "tokenize").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[3] / "configs" / "tokenize").glob("*.yaml"))
 REQUIRED = ["model=tiny", "input=/data/shards", "output=/data/tokens"]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import webdataset as wds
-from utils import music_clip, write_audio
+from utils import music_clip, write_audio, write_mixed_folder
 
 from jobs.prepare import main as prepare_main
 from pipelines.common.audio_decode import EMPTY, UNDECODABLE, decode_sample
@@ -54,25 +54,6 @@ def test_prepare_config_rejects_bad_values():
         load_prepare_config({"inputs": ["x"], "max_samples_per_shard": 0})
     with pytest.raises(ConfigError, match="no_such_key"):
         load_prepare_config({"inputs": ["x"], "no_such_key": 1})
-
-
-# (suffix, rate, channels, soundfile subtype); soundfile here writes mp3 and opus too.
-LAYOUTS = {"a.wav": (24000, 1, "PCM_16"), "sub/b.flac": (44100, 2, "PCM_24"), "sub/deep/c.ogg": (48000, 2, "VORBIS"),
-           "d.mp3": (44100, 2, "MPEG_LAYER_III"), "e.opus": (48000, 1, "OPUS"), "f.flac": (8000, 6, "PCM_16"),
-           "g.wav": (96000, 1, "FLOAT")}
-
-
-def write_mixed_folder(root) -> dict[str, tuple[int, int, int]]:
-    """Good files of every format (path -> (rate, channels, frames)) plus a corrupt, an empty and a text file."""
-    expected = {}
-    for i, (rel, (sr, ch, subtype)) in enumerate(LAYOUTS.items()):
-        fmt = {"ogg": "OGG", "opus": "OGG", "mp3": "MP3"}.get(rel.rsplit(".", 1)[-1])
-        path = write_audio(root / rel, music_clip(1.0 + 0.25 * i, sr, ch, seed=i), sr, subtype=subtype, format=fmt)
-        expected[rel] = (sr, ch, sf.info(str(path)).frames)
-    (root / "broken.mp3").write_bytes(b"ID3" + b"\x13garbage" * 100)
-    (root / "sub" / "empty.flac").write_bytes(b"")
-    (root / "notes.txt").write_text("not audio")
-    return expected
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from pipelines.train.checkpoint import load_tree, rng_state, save_tree, set_rng_
 from pipelines.train.config import load_train_config
 from pipelines.train.validation import codebook_stats, spectrogram_png
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))
 
 

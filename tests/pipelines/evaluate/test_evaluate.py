@@ -20,7 +20,7 @@ from pipelines.evaluate.config import load_evaluate_config
 from pipelines.evaluate.report import aggregate_settings, format_table, rate_distortion_plot
 from pipelines.evaluate.tools import Visqol, find_opus_encoder, libsndfile_has_opus
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FAST = ["metrics.visqol=off", "progress=false", "compute.num_cpus=0.5", "compute.torch_threads=1"]
 
 
