@@ -1,6 +1,6 @@
 """Decode + resample + crop throughput: the Ray Data stage vs a plain webdataset + DataLoader loader.
 
-Both loaders run the same per-track work (``pipelines.segments.cut_segments``) on the same synthetic
+Both loaders run the same per-track work (``pipelines.data.segments.cut_segments``) on the same synthetic
 shards; the script prints segments/s of each and their ratio.
 
     python benchmarks/data_throughput.py --tracks 48 --seconds 20 --workers 2

@@ -60,15 +60,12 @@ class ModelInfo:
 
 
 def _info(name: str, source: str, cfg: Any, weights: bool) -> ModelInfo:
+    from codec.config import bitrate, frame_rate
+
     model = cfg.model
-    hop = 1
-    for rate in model.encoder_rates:
-        hop *= int(rate)
-    frame_rate = model.sample_rate / hop
-    bits = (int(model.codebook_size) - 1).bit_length()
-    return ModelInfo(name=name, source=source, sample_rate=int(model.sample_rate), frame_rate=frame_rate,
+    return ModelInfo(name=name, source=source, sample_rate=int(model.sample_rate), frame_rate=frame_rate(cfg),
                      n_codebooks=int(model.n_codebooks), codebook_size=int(model.codebook_size),
-                     max_bitrate=frame_rate * bits * int(model.n_codebooks), weights=weights)
+                     max_bitrate=bitrate(cfg, int(model.n_codebooks)), weights=weights)
 
 
 def _preset_models() -> list[ModelInfo]:

@@ -52,7 +52,7 @@ class TrackingConfig:
     Attributes:
         enabled: log an MLflow run.
         uri: tracking (and registry) store; None = ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``.
-        registry_uri: model registry, when it is not the tracking store.
+        registry_uri: model registry, when it is not the tracking store (where training registers its model).
         experiment: experiment name.
         run_name: run name; None = named by the job.
         artifact_location: None = beside a sqlite store, else the server's default.

@@ -15,8 +15,7 @@ import json
 import os
 import posixpath
 import tarfile
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pipelines.common import shards
@@ -32,23 +31,9 @@ from pipelines.common.storage import (
 DONE_DIR = "_done"
 SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
-__all__ = ["DONE_DIR", "StorageConfig", "done_url", "exists", "iter_samples", "join", "json_bytes", "list_shards",
-           "open_read", "read_bytes", "read_done", "remove", "resolved_storage", "shard_name", "tar_bytes",
+__all__ = ["DONE_DIR", "StorageConfig", "done_url", "exists", "iter_samples", "join", "json_bytes", "list_shards", "check_output_names",
+           "open_read", "read_bytes", "read_done", "remove", "shard_name", "tar_bytes",
            "write_atomic"]
-
-
-def resolved_storage(storage: StorageConfig | None) -> StorageConfig:
-    """Fill empty fields from the AWS environment on the driver, so Ray workers (whose environment may
-    lack those variables) get the same endpoint and credentials. The result is never logged."""
-    st = storage or StorageConfig()
-    env = os.environ
-    return replace(
-        st,
-        endpoint_url=st.endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
-        key=st.key or env.get("AWS_ACCESS_KEY_ID"),
-        secret=st.secret or env.get("AWS_SECRET_ACCESS_KEY"),
-        region=st.region or env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"),
-    )
 
 
 def _fs_path(url: str, storage: StorageConfig | None) -> tuple[Any, str]:
@@ -64,43 +49,59 @@ def shard_name(path: str) -> str:
     return base
 
 
-def list_shards(pattern: str, storage: StorageConfig | None = None) -> list[str]:
-    """Input shards, sorted: a dir/prefix (every tar under it), a glob, a brace pattern or one file.
+def list_shards(patterns: str | Sequence[str], storage: StorageConfig | None = None) -> list[str]:
+    """The one shard lister: input shards of one pattern or several, sorted and de-duplicated.
+
+    A pattern is a folder (the shards its ``manifest.json`` from ``jobs.prepare`` lists, else every tar under
+    it), a glob, a brace pattern or one file, local or ``s3://``. Done markers and hidden files (``.tmp-*`` of
+    an interrupted atomic write) are never shards.
 
     Returns:
         ``s3://`` URLs or absolute local paths.
 
     Raises:
         FileNotFoundError: nothing matches.
-        ValueError: two shards would give the same output name.
     """
     import braceexpand
 
-    fs = filesystem_for(pattern, storage)
-    fs.invalidate_cache()
     found: set[str] = set()
-    for pat in braceexpand.braceexpand(pattern):
-        bare = strip_scheme(pat)
-        if any(ch in bare for ch in "*?["):
-            hits = fs.glob(bare)
-        elif fs.isdir(bare):
-            hits = fs.find(bare)
-        elif fs.exists(bare):
-            hits = [bare]
-        else:
-            hits = []
-        found.update(h for h in hits if h.endswith(SHARD_SUFFIXES) and f"/{DONE_DIR}/" not in h
-                     and not posixpath.basename(h).startswith("."))  # .tmp-* of an interrupted atomic write
+    for pattern in [patterns] if isinstance(patterns, str) else list(patterns):
+        fs = filesystem_for(pattern, storage)
+        fs.invalidate_cache()
+        for pat in braceexpand.braceexpand(pattern):
+            bare = strip_scheme(pat)
+            if any(ch in bare for ch in "*?["):
+                hits = fs.glob(bare)
+            elif fs.isdir(bare):
+                manifest = shards.read_manifest(bare, fs)
+                listed = (manifest or {}).get("shards") or []
+                hits = ([posixpath.join(bare, s["path"]) for s in listed] if all("path" in s for s in listed) and listed
+                        else fs.find(bare))
+            elif fs.exists(bare):
+                hits = [bare]
+            else:
+                hits = []
+            found.update(("s3://" + h.lstrip("/")) if is_s3(pattern) else os.path.abspath(h) for h in hits
+                         if h.endswith(SHARD_SUFFIXES) and f"/{DONE_DIR}/" not in h
+                         and not posixpath.basename(h).startswith("."))
     if not found:
-        raise FileNotFoundError(f"no WebDataset shards (*.tar) match {pattern!r}")
-    urls = sorted(("s3://" + h.lstrip("/")) if is_s3(pattern) else os.path.abspath(h) for h in found)
+        raise FileNotFoundError(f"no WebDataset shards (*.tar) match {patterns!r}")
+    return sorted(found)
+
+
+def check_output_names(urls: Sequence[str]) -> list[str]:
+    """The output shard name of every input shard (:func:`shard_name`).
+
+    Raises:
+        ValueError: two shards would give the same output name.
+    """
     names: dict[str, str] = {}
     for u in urls:
         n = shard_name(u)
         if n in names:
             raise ValueError(f"input shards {names[n]!r} and {u!r} would both write output shard {n!r}")
         names[n] = u
-    return urls
+    return list(names)
 
 
 def open_read(url: str, storage: StorageConfig | None = None) -> io.BufferedIOBase:
@@ -156,7 +157,7 @@ def iter_samples(fileobj: io.BufferedIOBase, truncated: list[dict[str, str]] | N
 def tar_bytes(members: dict[str, bytes]) -> bytes:
     """A deterministic uncompressed tar of ``members`` (name -> content) in sorted name order.
 
-    Same packing as the prepared shards (:func:`pipelines.shards.tar_bytes`: mtime 0, uid/gid 0, empty user
+    Same packing as the prepared shards (:func:`pipelines.common.shards.tar_bytes`: mtime 0, uid/gid 0, empty user
     names, mode 0644), so identical members give identical bytes.
     """
     return shards.tar_bytes(sorted(members.items()))

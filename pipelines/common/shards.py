@@ -2,7 +2,7 @@
 
 Same samples in, byte-identical tars out: members are written in the given order with mtime 0,
 uid/gid 0, empty owner names and mode 0644. Every shard is written atomically (see
-:func:`pipelines.storage.write_bytes_atomic`), the manifest last.
+:func:`pipelines.common.storage.write_bytes_atomic`), the manifest last.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ usual AWS environment variables. They are handed to s3fs and nowhere else: never
 
 from __future__ import annotations
 
-import glob as globlib
 import os
 import posixpath
 import tempfile
@@ -111,36 +110,6 @@ def join(root: str, *parts: str) -> str:
     if is_s3(root):
         return "s3://" + posixpath.join(strip_scheme(root).rstrip("/"), *parts)
     return os.path.join(root, *parts)
-
-
-def expand_paths(patterns: str | list[str], fs: fsspec.AbstractFileSystem, suffix: str = ".tar") -> list[str]:
-    """Expand files, folders (recursive) and globs into a sorted, de-duplicated list of paths.
-
-    Args:
-        patterns: one or more paths; a folder yields every file under it ending with ``suffix``.
-        fs: filesystem of the paths.
-        suffix: file suffix kept when expanding folders.
-
-    Returns:
-        Sorted paths, ``s3://`` prefixed for S3 and absolute for local files.
-    """
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    s3 = any(is_s3(p) for p in patterns)
-    found: set[str] = set()
-    for pattern in patterns:
-        bare = strip_scheme(pattern)
-        if any(ch in bare for ch in "*?["):
-            hits = fs.glob(bare) if s3 else globlib.glob(bare, recursive=True)
-        elif fs.isdir(bare):
-            hits = [p for p in fs.find(bare) if p.endswith(suffix)]
-        else:
-            hits = [bare]
-        for hit in hits:
-            if posixpath.basename(hit).startswith("."):  # hidden, e.g. .tmp-* of an interrupted atomic write
-                continue
-            found.add(("s3://" + hit.lstrip("/")) if s3 else os.path.abspath(hit))
-    return sorted(found)
 
 
 def pyarrow_filesystem(path: str, storage: StorageConfig | None = None):

@@ -21,12 +21,9 @@ import numpy as np
 from codec.config import TeacherConfig
 from pipelines.common.audio_decode import DUPLICATE_KEY, TRUNCATED, Skip, find_audio
 from pipelines.common.config import merge
-from pipelines.common.shards import read_manifest
+from pipelines.common.shard_io import list_shards
 from pipelines.common.storage import (
-    expand_paths,
-    filesystem_for,
     is_s3,
-    join,
     pyarrow_filesystem,
     strip_scheme,
 )
@@ -193,18 +190,8 @@ class SemanticStage:
 
 
 def resolve_shards(cfg: DataConfig) -> list[str]:
-    """Shard paths of the config: files, globs, or folders (their ``manifest.json`` lists the shards)."""
-    paths: list[str] = []
-    for entry in cfg.shards:
-        fs = filesystem_for(entry, cfg.storage)
-        manifest = read_manifest(entry, fs) if fs.isdir(strip_scheme(entry)) else None
-        if manifest is not None:
-            paths += [join(entry, s["path"]) for s in manifest["shards"]]
-        else:
-            paths += expand_paths(entry, fs)
-    if not paths:
-        raise FileNotFoundError(f"no shards found in {list(cfg.shards)}")
-    return sorted(set(paths))
+    """Shard paths of the config (files, globs, or folders whose ``manifest.json`` lists the shards)."""
+    return list_shards(list(cfg.shards), cfg.storage)
 
 
 TRUNCATED_TAIL = "__truncated_tail__"  # key of the row that reports a tar cut short mid-member

@@ -1,6 +1,6 @@
 """Driver of the evaluation job: plan, evaluate shards on a Ray actor pool, report, log to MLflow.
 
-Plan (no Ray): pin the model (:func:`pipelines.tokenize_model.resolve_model`), read its geometry, list the
+Plan (no Ray): pin the model (:func:`pipelines.common.models.resolve_model`), read its geometry, list the
 shards, find the optional tools (ViSQOL, an Opus encoder). Run: one :class:`ShardEvaluator` call per
 shard. Report: ``eval.json``, ``eval_table.txt`` and ``rate_distortion.png`` in ``output``, the table
 printed, and an MLflow run (experiment ``evaluation``) with the metrics, those files and audio examples,
@@ -81,7 +81,7 @@ def plan_evaluate(cfg: EvaluateConfig) -> EvaluatePlan:
     model = resolve_model(cfg.model, mlflow_uri)
     geometry = model_geometry(model, mlflow_uri)
     check_n_q("metrics.n_q", cfg.metrics.n_q, geometry["n_codebooks"])
-    storage = tio.resolved_storage(cfg.storage)
+    storage = cfg.storage.resolved()
     shards = tio.list_shards(cfg.shards, storage)
     notes: list[str] = []
     visqol = False

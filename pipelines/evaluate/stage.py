@@ -153,7 +153,7 @@ class ShardEvaluator:
     """Actor-pool stage: one shard per row -> one row of JSON results.
 
     Args:
-        model: :meth:`pipelines.tokenize_model.ModelRef.to_json` of the pinned model.
+        model: :meth:`pipelines.common.models.ModelRef.to_json` of the pinned model.
         n_q: layer counts.
         opus_backend: "libsndfile", "ffmpeg" or None (no baseline).
         opus_kbps: baseline bitrates.

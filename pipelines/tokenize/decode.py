@@ -40,7 +40,7 @@ def decode_shard(shard: str, output_dir: str | Path, model: str | None = None, k
     uri = resolve_tracking_uri(mlflow_uri)
     codecs: dict[str, Codec] = {}
     written: list[Path] = []
-    with tio.open_read(shard, tio.resolved_storage(storage)) as f:
+    with tio.open_read(shard, (storage or StorageConfig()).resolved()) as f:
         for sample in tio.iter_samples(f):
             if keys is not None and sample["__key__"] not in keys:
                 continue

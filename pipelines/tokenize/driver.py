@@ -1,7 +1,7 @@
 """Driver of the tokenization job: plan (which shards are left), run the actor pool, summarise.
 
 Exactly-once per shard: the plan is "input shards without a done marker" (all of them with
-``overwrite``); each shard is redone from scratch by :class:`pipelines.tokenize.ShardTokenizer`, whose
+``overwrite``); each shard is redone from scratch by :class:`pipelines.tokenize.stage.ShardTokenizer`, whose
 outputs are deterministic, so a resumed run ends byte-identical to an uninterrupted one.
 """
 
@@ -72,9 +72,9 @@ def plan_tokenize(cfg: TokenizeConfig) -> TokenizePlan:
     if cfg.n_q is not None:  # else every track fails to encode and its shard is marked done, empty
         check_n_q("n_q", [cfg.n_q], model_geometry(model, mlflow_uri)["n_codebooks"])
     chash = config_hash(model.load_uri if model.kind != "dir" else model.version, cfg.n_q or 0)
-    storage = tio.resolved_storage(cfg.storage)
+    storage = cfg.storage.resolved()
     shards = tio.list_shards(cfg.input, storage)
-    names = [tio.shard_name(s) for s in shards]
+    names = tio.check_output_names(shards)
     markers = {} if cfg.overwrite else tio.read_done(cfg.output, storage)
     stale = sorted(n for n in names if n in markers and markers[n]["config_hash"] != chash)
     if stale:

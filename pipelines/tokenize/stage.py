@@ -131,7 +131,7 @@ class ShardTokenizer:
     """Actor-pool stage: one whole input shard per row -> output shard + done marker.
 
     Args:
-        model: :meth:`pipelines.tokenize_model.ModelRef.to_json` of the pinned model.
+        model: :meth:`pipelines.common.models.ModelRef.to_json` of the pinned model.
         output: output dir/prefix (local or ``s3://``).
         config_hash: recorded in every track's json and the done marker.
         n_q: codebooks to keep (None = all).
@@ -140,7 +140,7 @@ class ShardTokenizer:
         device: "auto", "cpu" or "cuda".
         torch_threads: intra-op threads (None leaves torch's default).
         mlflow_uri: tracking/registry URI for ``models:/`` and ``runs:/`` loads.
-        storage: resolved ``s3://`` settings (see :func:`pipelines.tokenize_io.resolved_storage`).
+        storage: resolved ``s3://`` settings (see :meth:`pipelines.common.storage.StorageConfig.resolved`).
     """
 
     def __init__(self, model: dict[str, Any], output: str, config_hash: str, n_q: int | None = None,

@@ -23,6 +23,7 @@ from codec.checkpoint import CONFIG_FILE, is_mlflow_uri
 from codec.config import CodecConfig, TeacherConfig, load_codec_config, validate_codec_config
 from pipelines.common.config import RENAMED_TRACKING, ConfigError, TrackingConfig, fail, merge, read_layers
 from pipelines.common.models import checkpoint_dir
+from pipelines.common.tracking import resolve_tracking_uri
 from pipelines.data.config import DataConfig, load_data_config
 from pipelines.train.init import DISCRIMINATOR_MODES, check_init
 
@@ -163,6 +164,9 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] |
         checkpoint = absolute_path(str(checkpoint))
         dot = merge(None, dot, {"init": {"checkpoint": checkpoint}})
     tracking = merge(TrainTracking, raw.get("tracking") or {}, dot.get("tracking") or {})
+    if tracking.uri:  # absolute, so workers in other directories read the same store
+        dot = merge(None, dot, {"tracking": {"uri": resolve_tracking_uri(tracking.uri)}})
+        tracking = merge(TrainTracking, raw.get("tracking") or {}, dot.get("tracking") or {})
     try:
         source = (checkpoint_dir(checkpoint, tracking.uri, key="init.checkpoint") / CONFIG_FILE if checkpoint
                   else str(preset or "tiny"))

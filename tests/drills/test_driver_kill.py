@@ -19,7 +19,6 @@ from drill_utils import REPO, job_env, read_token_shard, visible_tree, write_sha
 from utils import music_clip, write_audio
 
 from pipelines.common import shard_io as tio
-from pipelines.common.storage import expand_paths, filesystem_for
 
 KILLER = str(Path(__file__).with_name("kill_at.py"))
 
@@ -133,6 +132,5 @@ def test_prepare_driver_killed(ray_local, prep_input, point):
     assert [json.loads(r)["reason"] for r in (out / "rejected.jsonl").read_text().splitlines()] == ["undecodable"]
     listed = [Path(p).name for p in tio.list_shards(str(out))]
     assert listed == [s["path"] for s in manifest["shards"]], "a temp file is listed as a shard"
-    assert [Path(p).name for p in expand_paths(str(out), filesystem_for(str(out)))] == listed
     print(f"prepare killed at {point} after {took:.1f} s with {at_kill}; rerun {time.perf_counter() - t0:.1f} s "
           f"-> byte-identical, {manifest['num_samples']} samples once each")
