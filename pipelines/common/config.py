@@ -21,8 +21,8 @@ from codec.config import ConfigError
 T = TypeVar("T")
 Source = str | Path | Mapping[str, Any] | DictConfig | None
 
-__all__ = ["MISSING", "RENAMED_TRACKING", "ComputeConfig", "ConfigError", "TrackingConfig", "check_compute", "check_n_q",
-           "check_tracking", "fail", "load_config", "merge", "read_layers", "to_dict"]
+__all__ = ["MISSING", "RENAMED_TRACKING", "ComputeConfig", "ConfigError", "TrackingConfig", "check_compute", "check_missing", "check_n_q",
+           "check_tracking", "fail", "load_config", "merge", "read_layers", "to_dict", "to_yaml"]
 
 
 @dataclass
@@ -164,6 +164,13 @@ def merge(schema: type | None, *layers: Any, readonly: bool = False) -> DictConf
     return cfg  # type: ignore[return-value]
 
 
+def check_missing(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` naming the first required (``???``) key that is not set."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        fail(missing[0], "required (??? in the config): set it, e.g. as an override")
+
+
 def load_config(schema: type[T], source: Source = None, overrides: Sequence[str] | Mapping[str, Any] | None = None,
                 renamed: Mapping[str, str] | None = None) -> T:
     """Load a job config: ``schema`` defaults <- YAML/mapping ``source`` <- dotlist ``overrides``.
@@ -182,9 +189,7 @@ def load_config(schema: type[T], source: Source = None, overrides: Sequence[str]
         FileNotFoundError: ``source`` names a missing file.
     """
     cfg = merge(schema, *read_layers(source, overrides, renamed))
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        fail(missing[0], "required (??? in the config): set it, e.g. as an override")
+    check_missing(cfg)
     try:
         return OmegaConf.to_object(cfg)  # type: ignore[return-value]
     except OmegaConfBaseException as e:
@@ -195,3 +200,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     """A config (dataclass or ``DictConfig``) as plain containers, e.g. for logging or shipping to Ray."""
     node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Any) -> str:
+    """A config (dataclass or ``DictConfig``) as resolved YAML, e.g. to store beside a checkpoint."""
+    return OmegaConf.to_yaml(cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg), resolve=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from codec.checkpoint import DEFAULT_TRACKING_URI
-from pipelines.common.config import ConfigError
+from pipelines.common.config import ConfigError, to_dict
 
 REDACTED = "***"
 SECRET_MARKERS = ("secret", "token", "password", "key", "credential")
@@ -58,9 +58,7 @@ def loggable_params(config: Any) -> dict[str, str]:
         config: nested mapping (plain containers or an omegaconf DictConfig, resolved).
     """
     if hasattr(config, "_metadata"):  # omegaconf node -> plain containers
-        from omegaconf import OmegaConf
-
-        config = OmegaConf.to_container(config, resolve=True)
+        config = to_dict(config)
     params = {}
     for key, value in flatten(config).items():
         if is_secret_key(key) and value not in (None, ""):

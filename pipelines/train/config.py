@@ -17,11 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from codec.checkpoint import CONFIG_FILE, is_mlflow_uri
 from codec.config import CodecConfig, TeacherConfig, load_codec_config, validate_codec_config
-from pipelines.common.config import RENAMED_TRACKING, ConfigError, TrackingConfig, fail, merge, read_layers
+from pipelines.common.config import (
+    RENAMED_TRACKING,
+    ConfigError,
+    TrackingConfig,
+    check_missing,
+    fail,
+    merge,
+    read_layers,
+    to_dict,
+)
 from pipelines.common.models import checkpoint_dir
 from pipelines.common.tracking import resolve_tracking_uri
 from pipelines.data.config import DataConfig, load_data_config
@@ -152,9 +161,7 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] |
         FileNotFoundError: missing YAML or codec preset.
     """
     raw, dot = read_layers(path, overrides, renamed=RENAMED_TRACKING)
-    missing = sorted(OmegaConf.missing_keys(merge(None, raw, dot)))
-    if missing:
-        fail(missing[0], "required (??? in the config): set it, e.g. as an override")
+    check_missing(merge(None, raw, dot))
     preset, init = _top_level(raw, dot, "codec_preset"), _top_level(raw, dot, "init")
     checkpoint = init.get("checkpoint") if isinstance(init, DictConfig) else None
     if checkpoint and preset:
@@ -181,14 +188,13 @@ def load_train_config(path: str | Path | None = None, overrides: Sequence[str] |
     validate_train_config(cfg)
     if cfg.init.checkpoint:
         check_init(cfg)
-    OmegaConf.set_readonly(cfg, True)
-    return cfg
+    return merge(None, cfg, readonly=True)
 
 
 def _top_level(raw: DictConfig, dot: DictConfig, key: str) -> Any:
     """``key`` as set by the YAML or the overrides (overrides win); None when neither sets it."""
-    return OmegaConf.merge({key: None}, {k: v for k, v in raw.items() if k == key},
-                           {k: v for k, v in dot.items() if k == key})[key]
+    return merge(None, {key: None}, {k: v for k, v in raw.items() if k == key},
+                 {k: v for k, v in dot.items() if k == key})[key]
 
 
 def absolute_path(ref: str) -> str:
@@ -208,10 +214,10 @@ def validate_train_config(cfg: DictConfig) -> None:
     if not cfg.run.storage_path:
         fail("run.storage_path", "must be set")
     try:
-        load_data_config(OmegaConf.to_container(cfg.data, resolve=True))
+        load_data_config(to_dict(cfg.data))
     except ConfigError as e:
         raise ConfigError(f"data.{e}") from None
-    if cfg.data.teacher != OmegaConf.structured(TeacherConfig) or cfg.data.teacher_checkpoint is not None:
+    if to_dict(cfg.data.teacher) != to_dict(TeacherConfig()) or cfg.data.teacher_checkpoint is not None:
         fail("data.teacher", "the data pipeline uses codec.teacher; set the teacher there")
     ld = cfg.loader
     if ld.source not in DATA_SOURCES:
@@ -260,11 +266,6 @@ def validate_train_config(cfg: DictConfig) -> None:
         fail("debug.fail_at_step", f"must be in [1, schedule.max_steps={sc.max_steps}], got {dbg.fail_at_step}")
     if not 0 <= dbg.fail_rank < s.num_workers:
         fail("debug.fail_rank", f"must be in [0, scaling.num_workers={s.num_workers}), got {dbg.fail_rank}")
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    """The resolved config as YAML (stored in checkpoints)."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
 
 
 def from_dict(data: dict[str, Any]) -> DictConfig:

@@ -28,6 +28,7 @@ from omegaconf import DictConfig
 
 from codec.builders import build_discriminator, build_generator, build_train_step
 from codec.train_step import GANTrainStep, unwrap
+from pipelines.common.config import to_yaml
 from pipelines.common.tracking import RunLogger, system_info
 from pipelines.train.checkpoint import (
     load_tree,
@@ -37,7 +38,7 @@ from pipelines.train.checkpoint import (
     save_weights,
     set_rng_state,
 )
-from pipelines.train.config import from_dict, to_yaml
+from pipelines.train.config import from_dict
 from pipelines.train.init import load_init_weights
 
 logger = logging.getLogger(__name__)
