@@ -161,7 +161,7 @@ def build_teacher(teacher: TeacherConfig | dict[str, Any], checkpoint: str | Non
     from codec.checkpoint import TEACHER_FILE, resolve_checkpoint_dir
 
     weights = resolve_checkpoint_dir(checkpoint) / TEACHER_FILE if checkpoint else None
-    return build(merge(None, {"teacher": teacher}), weights)
+    return build(merge(None, {"teacher": merge(TeacherConfig, teacher)}), weights)
 
 
 class SemanticStage:
