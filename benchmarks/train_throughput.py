@@ -103,7 +103,7 @@ def ray_train_loop(cfg, audio, semantic, warmup: int, steps: int, threads: int, 
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.train.config import to_dict
+    from pipelines.common.config import to_dict
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
