@@ -21,6 +21,7 @@ from typing import Any
 
 from codec.checkpoint import CONFIG_FILE, find_model, model_store, resolve_checkpoint_dir
 from codec.config import ConfigError, frame_rate, hop_length, list_presets, load_codec_config
+from pipelines.common.tracking import LOGGED_MODEL_TAG
 
 LOGGED_MODEL_RE = re.compile(r"^models:/m-[0-9a-f]+$")
 MODEL_URI_RE = re.compile(r"^(models:/[^/@]+(@[^/]+|/[^/]+)?|runs:/[^/]+/.+)$")
@@ -138,7 +139,7 @@ def resolve_model(uri: str, mlflow_uri: str | None = None) -> ModelRef:
             return ModelRef(uri=uri, load_uri=uri, kind="logged_model", name=lm.name, version=lm.model_id,
                             run_id=lm.source_run_id or None, model_id=lm.model_id)
         mv = find_model(client, rest)
-        model_id = getattr(mv, "model_id", None) or None
+        model_id = getattr(mv, "model_id", None) or (mv.tags or {}).get(LOGGED_MODEL_TAG) or None
         if model_id is None and LOGGED_MODEL_RE.match(mv.source or ""):  # registered from a logged model
             model_id = mv.source[len("models:/"):]
         return ModelRef(uri=uri, load_uri=f"models:/{mv.name}/{mv.version}", kind="registry", name=mv.name,

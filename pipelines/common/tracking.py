@@ -26,6 +26,7 @@ from pipelines.common.config import ConfigError, to_dict
 
 REDACTED = "***"
 SECRET_MARKERS = ("secret", "token", "password", "key", "credential")
+LOGGED_MODEL_TAG = "logged_model_id"  # model version tag: the MLflow 3 logged model behind the version
 RESERVED_ALIASES = ("latest",)  # MLflow resolves models:/NAME@latest itself and refuses to set it
 MAX_PARAM_CHARS = 6000
 
@@ -299,9 +300,11 @@ class RunLogger:
         except Exception as e:  # already exists
             if "already exists" not in str(e).lower() and "RESOURCE_ALREADY_EXISTS" not in str(e):
                 raise
-        # The artifact location, not models:/<model_id>: MLflow resolves the latter in its global store.
+        # The artifact location, not models:/<model_id>: MLflow resolves the latter in its global store (and then
+        # keeps no model id), so the logged model is named in a tag (LOGGED_MODEL_TAG) for lineage.
         version = self.client.create_model_version(registered_name, source=model.artifact_location,
-                                                   run_id=self.run_id, tags=dict(tags or {}),
+                                                   run_id=self.run_id,
+                                                   tags={**dict(tags or {}), LOGGED_MODEL_TAG: model.model_id},
                                                    model_id=model.model_id)
         if alias and alias.lower() not in RESERVED_ALIASES:
             self.client.set_registered_model_alias(registered_name, alias, version.version)

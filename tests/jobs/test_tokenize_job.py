@@ -157,8 +157,8 @@ def test_registered_model_whole_tracks_mixed_rates(ray_local, mlflow_sqlite, tin
     assert run.data.tags["model.version"] == "1" and run.data.tags["model.name"] == "codec-tiny"
     assert run.data.metrics["tracks"] == 4 and run.data.metrics["skipped_tracks"] == 1
     assert run.data.params["model"] == "models:/codec-tiny@prod"
-    logged = client.get_model_version("codec-tiny", "1").model_id  # the logged model behind the version
-    assert [m.model_id for m in run.inputs.model_inputs] == [logged]
+    logged = client.get_model_version("codec-tiny", "1").tags["logged_model_id"]  # the model behind the version
+    assert logged.startswith("m-") and [m.model_id for m in run.inputs.model_inputs] == [logged]
 
     again: list[str] = []
     assert run_tokenize(cfg, log=again.append).nothing_to_do
