@@ -1,6 +1,6 @@
 """Decode + resample + crop throughput: the Ray Data stage vs a plain webdataset + DataLoader loader.
 
-Both loaders run the same per-track work (``pipelines.segments.cut_segments``) on the same synthetic
+Both loaders run the same per-track work (``pipelines.data.segments.cut_segments``) on the same synthetic
 shards; the script prints segments/s of each and their ratio.
 
     python benchmarks/data_throughput.py --tracks 48 --seconds 20 --workers 2
@@ -21,8 +21,8 @@ from report import emit  # benchmarks/report.py (this script's folder is on sys.
 
 def write_shards(root: str, tracks: int, seconds: float, per_shard: int = 8) -> list[str]:
     """Synthetic prepare-style shards (KEY.flac + KEY.json) at mixed rates and channel counts."""
-    from pipelines.shards import tar_bytes
-    from pipelines.synthetic import music_clip
+    from pipelines.common.shards import tar_bytes
+    from pipelines.common.synthetic import music_clip
 
     layouts = [(44100, 2), (48000, 2), (24000, 1), (22050, 1)]
     paths, members = [], []
@@ -42,8 +42,8 @@ def write_shards(root: str, tracks: int, seconds: float, per_shard: int = 8) -> 
 def run_ray(paths: list[str], args) -> tuple[int, float]:
     import ray
 
-    from pipelines.data import build_segment_dataset
-    from pipelines.data_config import load_data_config
+    from pipelines.data.config import load_data_config
+    from pipelines.data.dataset import build_segment_dataset
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
@@ -60,8 +60,8 @@ def run_ray(paths: list[str], args) -> tuple[int, float]:
 
 
 def _segments(sample, spec):
-    from pipelines.audio_decode import Skip, find_audio
-    from pipelines.segments import cut_segments
+    from pipelines.common.audio_decode import Skip, find_audio
+    from pipelines.data.segments import cut_segments
 
     found = find_audio(sample)
     if isinstance(found, Skip):
@@ -78,7 +78,7 @@ def run_torch(paths: list[str], args) -> tuple[int, float]:
     import torch
     import webdataset as wds
 
-    from pipelines.segments import SegmentSpec, segment_samples
+    from pipelines.data.segments import SegmentSpec, segment_samples
 
     spec = SegmentSpec(length=segment_samples(args.segment_seconds), per_track=args.segments)
     ds = (wds.WebDataset(paths, shardshuffle=False, nodesplitter=wds.split_by_node,

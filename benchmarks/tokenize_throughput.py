@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from report import emit  # noqa: E402  (benchmarks/report.py; this folder is on sys.path)
 
-from pipelines import tokenize_io as tio  # noqa: E402
-from pipelines.synthetic import music_clip  # noqa: E402
+from pipelines.common import shard_io as tio  # noqa: E402
+from pipelines.common.synthetic import music_clip  # noqa: E402
 
 RATE, CHANNELS = 44100, 2
 
@@ -68,8 +68,8 @@ def write_corpus(root: Path, tracks: int, seconds: float, per_shard: int) -> lis
 def bench_ray(inp: Path, out: Path, threads: int) -> dict:
     import ray
 
-    from pipelines.tokenize_config import load_tokenize_config
-    from pipelines.tokenize_driver import run_tokenize
+    from pipelines.tokenize.config import load_tokenize_config
+    from pipelines.tokenize.driver import run_tokenize
 
     ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False)
     try:
@@ -89,7 +89,7 @@ def bench_bare(shards: list[Path], threads: int) -> dict:
     import torch
 
     from codec import Codec
-    from pipelines.tokenize import probe_track
+    from pipelines.tokenize.stage import probe_track
 
     torch.set_num_threads(threads)
     codec = Codec.from_pretrained("tiny")
@@ -121,7 +121,7 @@ def rss_child(shard: str, minutes: float, threads: int, tracks: int = 1) -> None
     """Subprocess body: tokenize ``shard`` (``tracks`` tracks of ``minutes``) and print peak RSS (MiB)."""
     import torch
 
-    from pipelines.tokenize import ShardTokenizer
+    from pipelines.tokenize.stage import ShardTokenizer
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:

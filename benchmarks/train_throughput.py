@@ -28,8 +28,8 @@ def make_data(cfg, n: int):
     import numpy as np
 
     from codec.builders import build_teacher
-    from pipelines.segments import segment_samples
-    from pipelines.synthetic import music_clip
+    from pipelines.common.synthetic import music_clip
+    from pipelines.data.segments import segment_samples
 
     sr = int(cfg.codec.model.sample_rate)
     length = segment_samples(float(cfg.data.segment_seconds), sr)
@@ -74,7 +74,7 @@ def ray_worker(config: dict) -> None:
     import ray.train.torch
 
     from codec.builders import build_discriminator, build_generator, build_train_step
-    from pipelines.train_config import from_dict
+    from pipelines.train.config import from_dict
 
     torch.set_num_threads(config["threads"])
     cfg = from_dict(config["train"])
@@ -103,7 +103,7 @@ def ray_train_loop(cfg, audio, semantic, warmup: int, steps: int, threads: int, 
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pipelines.train_config import to_dict
+    from pipelines.common.config import to_dict
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from pipelines.train_config import load_train_config
+    from pipelines.train.config import load_train_config
 
     cfg = load_train_config(args.config, args.overrides)
     n = int(cfg.loader.batch_size) * max(args.workers) * 4

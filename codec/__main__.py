@@ -1,4 +1,4 @@
-"""Command line: ``python -m codec <command> ...`` (also installed as ``muq-xcodec``).
+"""Command line: ``python -m codec <command> ...`` (also part of the ``muq-xcodec`` script, ``jobs/__main__.py``).
 
 Each command is a plain function; its signature becomes the arguments (parameters without a default are
 positional, the others ``--options``) and its Google-style docstring becomes ``--help``. Add a command by
@@ -139,16 +139,6 @@ COMMANDS: dict[str, Callable[..., Any] | str] = {
     "push": "codec.hub:push",
 }
 
-# Ray jobs: `muq-xcodec JOB ARGS...` is `python -m jobs.JOB ARGS...`; each job's own parser gives its --help.
-JOBS: dict[str, tuple[str, str]] = {
-    "prepare": ("jobs.prepare", "music files -> WebDataset shards (+ manifest.json, rejected.jsonl)"),
-    "train": ("jobs.train", "train the codec on Ray Train, tracked and registered in MLflow"),
-    "tokenize": ("jobs.tokenize", "tokenize WebDataset shards of whole tracks into token shards"),
-    "detokenize": ("jobs.detokenize", "decode a token shard back to audio for spot checks"),
-    "evaluate": ("jobs.evaluate", "reconstruction quality per bitrate, eval.json and an MLflow run"),
-    "demo": ("jobs.demo", "end-to-end demo on the embedded default (local Ray, MLflow, files)"),
-}
-
 # Errors that are the user's input, reported as one line on stderr (exit code 1) instead of a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, TypeError, RuntimeError, OSError)
 
@@ -221,19 +211,15 @@ def build_parser(commands: dict[str, Callable[..., Any] | str] | None = None,
             add_function_parser(subparsers, name, _resolve(target))
         else:
             subparsers.add_parser(name, help=f"see `{name} --help` ({target})")
-    for name, (module, summary) in JOBS.items():
-        subparsers.add_parser(name, help=f"{summary} (python -m {module})", add_help=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen command. Returns the process exit code."""
+def main(argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    """Parse ``argv`` (with ``parser``, default :func:`build_parser`) and run the chosen command. Returns the
+    process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
-    if selected in JOBS:
-        job = importlib.import_module(JOBS[selected][0])
-        return int(job.main(argv[argv.index(selected) + 1:]) or 0)
-    args = vars(build_parser(selected=selected).parse_args(argv))
+    args = vars((parser or build_parser(selected=selected)).parse_args(argv))
     fn = args.pop("_fn")
     args.pop("command")
     try:

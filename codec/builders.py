@@ -8,13 +8,17 @@ process (e.g. every DDP rank) builds identical weights.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import json
+import random
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 if TYPE_CHECKING:
+    from muq import MuQ
+
     from codec.model.discriminator import Discriminator
     from codec.model.teacher import MuQTeacher
     from codec.model.xcodec import XCodec
@@ -69,7 +73,6 @@ def build_teacher(cfg: Any, weights: str | Path | None = None) -> MuQTeacher:
                                     conv_dim=int(t.conv_dim), seed=int(t.seed), layer=int(t.layer))
     elif t.source == "imported":
         from codec.config import config_to_dict
-        from codec.convert import build_muq
 
         if weights is None:
             raise FileNotFoundError("teacher.source=imported: its weights (teacher.safetensors) are needed")
@@ -83,6 +86,22 @@ def build_teacher(cfg: Any, weights: str | Path | None = None) -> MuQTeacher:
 
         load_weights(teacher.muq, weights)
     return teacher
+
+
+def build_muq(muq_config: Mapping[str, Any]) -> MuQ:
+    """An (untrained) ``muq.MuQ`` of the given architecture, leaving the global RNG states untouched.
+
+    Its weights are meant to be overwritten (e.g. with ``teacher.safetensors``).
+    """
+    from muq import MuQ
+    from muq.muq.muq import MuQConfig
+
+    py_state = random.getstate()  # MuQModel calls random.seed()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return MuQ(MuQConfig(**json.loads(json.dumps(dict(muq_config)))))
+    finally:
+        random.setstate(py_state)
 
 
 def build_discriminator(cfg: Any) -> Discriminator:

@@ -64,15 +64,12 @@ class ModelInfo:
 
 def model_info(name: str, source: str, cfg: Any, weights: bool) -> ModelInfo:
     """The :class:`ModelInfo` of a codec config (``load_codec_config``); nothing is loaded."""
+    from codec.config import bitrate, frame_rate
+
     model = cfg.model
-    hop = 1
-    for rate in model.encoder_rates:
-        hop *= int(rate)
-    frame_rate = model.sample_rate / hop
-    bits = (int(model.codebook_size) - 1).bit_length()
-    return ModelInfo(name=name, source=source, sample_rate=int(model.sample_rate), frame_rate=frame_rate,
+    return ModelInfo(name=name, source=source, sample_rate=int(model.sample_rate), frame_rate=frame_rate(cfg),
                      n_codebooks=int(model.n_codebooks), codebook_size=int(model.codebook_size),
-                     max_bitrate=frame_rate * bits * int(model.n_codebooks), weights=weights)
+                     max_bitrate=bitrate(cfg, int(model.n_codebooks)), weights=weights)
 
 
 def _preset_models() -> list[ModelInfo]:
@@ -185,17 +182,12 @@ def get_model(name_or_uri: str | Path, device: str = "cpu", local_dirs: Iterable
     from codec.inference import PRESET_ALIASES, Codec
 
     name = str(name_or_uri)
-    if tracking_uri and is_mlflow_uri(name):
-        import mlflow
-
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
     if parse_hub_ref(name, revision) is not None:
         return Codec.from_pretrained(name, device=device, revision=revision)
     if revision is not None:
         raise ValueError(f"revision={revision!r} applies to Hugging Face Hub ids only, not to {name!r}")
     if Path(name).is_dir() or is_mlflow_uri(name) or PRESET_ALIASES.get(name, name) in list_presets():
-        return Codec.from_pretrained(name, device=device)
+        return Codec.from_pretrained(name, device=device, tracking_uri=tracking_uri)
     for root in _local_dirs(local_dirs):
         if (root / name / CONFIG_FILE).is_file():
             return Codec.from_pretrained(root / name, device=device)

@@ -298,3 +298,18 @@ def config_to_yaml(cfg: DictConfig) -> str:
 def config_to_dict(cfg: DictConfig) -> dict[str, Any]:
     """The fully resolved config as plain Python containers."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def hop_length(cfg: Any) -> int:
+    """Samples per code frame of a codec config: the product of its encoder strides (960 for MuQ's grid)."""
+    return math.prod(int(r) for r in cfg.model.encoder_rates)
+
+
+def frame_rate(cfg: Any) -> float:
+    """Code frames per second of a codec config (25 for the shipped models)."""
+    return int(cfg.model.sample_rate) / hop_length(cfg)
+
+
+def bitrate(cfg: Any, n_q: int) -> float:
+    """Bits per second of the first ``n_q`` RVQ layers of a codec config (250 per layer at 25 x 1024)."""
+    return n_q * frame_rate(cfg) * math.log2(int(cfg.model.codebook_size))

@@ -38,21 +38,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
-import random
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from codec.builders import build_muq
 from codec.checkpoint import DISCRIMINATOR_FILE
-
-if TYPE_CHECKING:
-    from muq import MuQ
 
 DEFAULT_MUQ = "OpenMuQ/MuQ-large-msd-iter"
 # Original head name -> ours.
@@ -322,22 +319,6 @@ def read_muq_config(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise CheckpointError(f"MuQ config: unknown key {unknown[0]!r}")
     return json.loads(json.dumps(dataclasses.asdict(MuQConfig(**data))))
-
-
-def build_muq(muq_config: Mapping[str, Any]) -> MuQ:
-    """An (untrained) ``muq.MuQ`` of the given architecture, leaving the global RNG states untouched.
-
-    Its weights are meant to be overwritten (e.g. with ``teacher.safetensors``).
-    """
-    from muq import MuQ
-    from muq.muq.muq import MuQConfig
-
-    py_state = random.getstate()  # MuQModel calls random.seed()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            return MuQ(MuQConfig(**json.loads(json.dumps(dict(muq_config)))))
-    finally:
-        random.setstate(py_state)
 
 
 # ------------------------------------------------------------------------------------------------ import

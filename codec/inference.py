@@ -74,7 +74,8 @@ class Codec(nn.Module):
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "tiny", overrides: list[str] | dict | None = None,
-                        device: str | torch.device = "cpu", revision: str | None = None) -> Codec:
+                        device: str | torch.device = "cpu", revision: str | None = None,
+                        tracking_uri: str | None = None) -> Codec:
         """Load a codec.
 
         Args:
@@ -87,6 +88,7 @@ class Codec(nn.Module):
                 make sense here; geometry must match the weights).
             device: where to put the model.
             revision: Hub branch, tag or commit (Hub ids only).
+            tracking_uri: MLflow store of an MLflow URI (default: ``$MLFLOW_TRACKING_URI``, else ./mlflow.db).
         """
         from codec.hub import download, parse_hub_ref
 
@@ -98,7 +100,7 @@ class Codec(nn.Module):
             snapshot, pinned = download(hub)
             name_or_path, name = snapshot, str(pinned)
         if hub is not None or Path(name).is_dir() or is_mlflow_uri(name):
-            directory = resolve_checkpoint_dir(name_or_path)
+            directory = resolve_checkpoint_dir(name_or_path, tracking_uri=tracking_uri)
             cfg = load_codec_config(directory / CONFIG_FILE, overrides)
             generator = load_weights(build_generator(cfg), directory / MODEL_FILE)
             teacher_file = directory / TEACHER_FILE

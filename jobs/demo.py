@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== 1/5 corpus: reusing {music}")
         else:
             _run("1/5 corpus: generating music-like tracks",
-                 ["-c", f"from pipelines.synthetic import write_corpus; write_corpus({str(music)!r}, num_tracks=8)"],
+                 ["-c", f"from pipelines.common.synthetic import write_corpus; write_corpus({str(music)!r}, num_tracks=8)"],
                  env)
     if (shards / "manifest.json").is_file():
         print(f"== 2/5 shards: reusing {shards}")
@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
                             f"inputs=[{music}]", f"output={shards}", "max_samples_per_shard=4"], env)
     _run("3/5 training the tiny codec on Ray Train (MLflow-registered)",
          ["-m", "jobs.train", "--config", "configs/train/tiny_cpu.yaml", f"data.shards=[{shards}]",
-          f"run.storage_path={work / 'ray_results'}", f"mlflow.tracking_uri={tracking_uri}",
-          f"mlflow.register_name={REGISTERED_NAME}", f"schedule.max_steps={args.steps}"], env)
+          f"run.storage_path={work / 'ray_results'}", f"tracking.uri={tracking_uri}",
+          f"tracking.register_name={REGISTERED_NAME}", f"schedule.max_steps={args.steps}"], env)
     model_uri = f"models:/{REGISTERED_NAME}@latest"
     _run("4/5 tokenizing the corpus with the registered model",
          ["-m", "jobs.tokenize", "--config", "configs/tokenize/default.yaml", f"model={model_uri}",
-          f"input={shards}", f"output={tokens}", f"tracking.tracking_uri={tracking_uri}"], env)
+          f"input={shards}", f"output={tokens}", f"tracking.uri={tracking_uri}"], env)
     first_shard = sorted(tokens.glob("*.tar"))[0]
     _run("5/5 decoding one track back to audio",
          ["-m", "jobs.detokenize", str(first_shard), str(decoded), "--limit", "1", "--tracking-uri", tracking_uri],

@@ -22,11 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="at most this many tracks")
     parser.add_argument("--n-q", type=int, help="decode with the first N codebooks")
     parser.add_argument("--sample-rate", type=int, help="output rate (default: the source rate)")
-    parser.add_argument("--tracking-uri", help="MLflow URI for models:/ (default: $MLFLOW_TRACKING_URI or "
-                                               "sqlite:///mlflow.db)")
+    parser.add_argument("--tracking-uri", help="the tracking store of models:/ references (tracking.uri of the "
+                                               "jobs; default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     args = parser.parse_args(argv)
 
-    from pipelines.tokenize_decode import decode_shard
+    from pipelines.tokenize.decode import decode_shard
 
     written = decode_shard(args.shard, args.output_dir, model=args.model,
                            keys=args.keys.split(",") if args.keys else None, limit=args.limit, n_q=args.n_q,

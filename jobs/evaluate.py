@@ -9,36 +9,30 @@ Locally (embedded Ray, MLflow ``sqlite:///mlflow.db``)::
     python -m jobs.evaluate --config configs/evaluate/smoke.yaml model=tiny shards=outputs/smoke_shards
 
 Overrides are omegaconf dotlist entries (``key=value``). Exit status: 0 done, 1 a shard failed or no track
-could be evaluated (bad tracks alone are skipped and reported), 2 bad config.
+could be evaluated (bad tracks alone are skipped and reported), 2 bad config or model.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pipelines.evaluate_config import EvaluateConfigError, load_evaluate_config
+from jobs._cli import BAD_CONFIG, config_parser, load_or_report, report
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``--config PATH key=value ...``, run the evaluation, print the table. Returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML config (configs/evaluate/*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="omegaconf dotlist overrides, e.g. model=models:/NAME@ALIAS")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_evaluate_config(args.config, args.overrides)
-    except (EvaluateConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from pipelines.common.config import ConfigError
+    from pipelines.evaluate.config import load_evaluate_config
+    from pipelines.evaluate.driver import run_evaluate
 
-    from pipelines.evaluate import run_evaluate
-
+    args = config_parser("python -m jobs.evaluate", __doc__, "model=models:/NAME@ALIAS").parse_args(argv)
+    cfg = load_or_report(load_evaluate_config, args.config, args.overrides)
+    if cfg is None:
+        return BAD_CONFIG
     try:
         result = run_evaluate(cfg)
-    except EvaluateConfigError as e:  # found while planning (model geometry, ViSQOL required), before Ray
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ConfigError, FileNotFoundError) as e:  # found while planning (model, n_q, ViSQOL required), before Ray
+        return report(e)
     return 0 if result.ok else 1
 
 

@@ -14,34 +14,29 @@ model, no input shards or an output made with another model/config.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pipelines.tokenize_config import TokenizeConfigError, load_tokenize_config
+from jobs._cli import BAD_CONFIG, config_parser, load_or_report, report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.tokenize", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML config (configs/tokenize/*.yaml)")
-    parser.add_argument("--overwrite", action="store_true", help="redo shards that are already done")
-    parser.add_argument("overrides", nargs="*", help="omegaconf dotlist overrides, e.g. model=models:/NAME@ALIAS")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides) + (["overwrite=true"] if args.overwrite else [])
-    try:
-        cfg = load_tokenize_config(args.config, overrides)
-    except (TokenizeConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
+    """Parse ``--config PATH [--overwrite] key=value ...``, tokenize, print the summary. Returns the exit code."""
     from mlflow.exceptions import MlflowException
 
-    from pipelines.tokenize_driver import OutputMismatchError, run_tokenize
+    from pipelines.common.config import ConfigError
+    from pipelines.tokenize.config import load_tokenize_config
+    from pipelines.tokenize.driver import OutputMismatchError, run_tokenize
 
+    parser = config_parser("python -m jobs.tokenize", __doc__, "model=models:/NAME@ALIAS")
+    parser.add_argument("--overwrite", action="store_true", help="redo shards that are already done")
+    args = parser.parse_args(argv)
+    cfg = load_or_report(load_tokenize_config, args.config, [*args.overrides, *(["overwrite=true"] * args.overwrite)])
+    if cfg is None:
+        return BAD_CONFIG
     try:
         result = run_tokenize(cfg)
-    except (TokenizeConfigError, OutputMismatchError, FileNotFoundError, LookupError, MlflowException) as e:
-        print(f"error: {e}", file=sys.stderr)  # no input shards, output from another model, unknown model/alias
-        return 2
+    except (ConfigError, OutputMismatchError, FileNotFoundError, LookupError, MlflowException) as e:
+        return report(e)  # no input shards, output from another model, unknown model/alias
     return 0 if result.ok else 1
 
 

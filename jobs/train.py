@@ -8,28 +8,20 @@ Resume:  submit again with the same run.name and run.storage_path.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 
-from pipelines.train_config import TrainConfigError, load_train_config
+from jobs._cli import BAD_CONFIG, config_parser, load_or_report
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``[--config PATH] key=value ...``, validate the config, train, print the result."""
-    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=None, help="YAML file (configs/train/*.yaml); default: embedded")
-    parser.add_argument("overrides", nargs="*", help="omegaconf dotlist, e.g. scaling.num_workers=4")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_train_config(args.config, args.overrides)
-    except TrainConfigError as e:  # before any Ray work
-        print(f"invalid training config: {e}", file=sys.stderr)
-        return 2
+    from pipelines.train.config import load_train_config
+    from pipelines.train.driver import run_training
 
-    from pipelines.trainer import run_training
-
+    args = config_parser("python -m jobs.train", __doc__, "scaling.num_workers=4").parse_args(argv)
+    cfg = load_or_report(load_train_config, args.config, args.overrides)
+    if cfg is None:
+        return BAD_CONFIG
     result = run_training(cfg)
     print(f"run {result.run_id} finished at step {result.metrics.get('step')}; "
           f"checkpoint {result.checkpoint_path}; model {result.model_uri}")

@@ -67,7 +67,7 @@ def original_state(encoder_dim: int, decoder_dim: int, muq: dict, disc_channels:
         state[old_wn(f"{names.get(root, root)}.{rest}")] = rand_like(key, t, g)
     for alias, root in (("generator.0.", "encoder."), ("generator.1.", "quantizer."), ("generator.2.", "decoder.")):
         state.update({alias + k[len(root):]: v for k, v in list(state.items()) if k.startswith(root)})
-    from codec.convert import build_muq
+    from codec.builders import build_muq
 
     for key, t in build_muq(muq).state_dict().items():
         state["semantic." + old_wn(key)] = rand_like(key, t, g)

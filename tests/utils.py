@@ -1,4 +1,4 @@
-"""Shared test helpers: seeded music-like audio (from pipelines.synthetic) and small file writers."""
+"""Shared test helpers: seeded music-like audio (from pipelines.common.synthetic) and small file writers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from pipelines.synthetic import music_clip, write_corpus  # noqa: F401  (re-exported for tests)
+from pipelines.common.synthetic import music_clip, write_corpus  # noqa: F401  (re-exported for tests)
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, **kwargs) -> Path:
@@ -16,3 +16,22 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), audio, sample_rate, **kwargs)
     return path
+
+
+# (suffix, rate, channels, soundfile subtype); soundfile here writes mp3 and opus too.
+LAYOUTS = {"a.wav": (24000, 1, "PCM_16"), "sub/b.flac": (44100, 2, "PCM_24"), "sub/deep/c.ogg": (48000, 2, "VORBIS"),
+           "d.mp3": (44100, 2, "MPEG_LAYER_III"), "e.opus": (48000, 1, "OPUS"), "f.flac": (8000, 6, "PCM_16"),
+           "g.wav": (96000, 1, "FLOAT")}
+
+
+def write_mixed_folder(root) -> dict[str, tuple[int, int, int]]:
+    """Good files of every format (path -> (rate, channels, frames)) plus a corrupt, an empty and a text file."""
+    expected = {}
+    for i, (rel, (sr, ch, subtype)) in enumerate(LAYOUTS.items()):
+        fmt = {"ogg": "OGG", "opus": "OGG", "mp3": "MP3"}.get(rel.rsplit(".", 1)[-1])
+        path = write_audio(root / rel, music_clip(1.0 + 0.25 * i, sr, ch, seed=i), sr, subtype=subtype, format=fmt)
+        expected[rel] = (sr, ch, sf.info(str(path)).frames)
+    (root / "broken.mp3").write_bytes(b"ID3" + b"\x13garbage" * 100)
+    (root / "sub" / "empty.flac").write_bytes(b"")
+    (root / "notes.txt").write_text("not audio")
+    return expected

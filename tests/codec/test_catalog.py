@@ -44,7 +44,7 @@ def test_local_checkpoints_are_listed_and_loaded_by_name(tiny, tmp_path):
 
 
 def test_get_model_gives_identical_codes_for_identical_weights(tiny, tmp_path, mlflow_sqlite):
-    from pipelines.tracking import RunLogger, default_artifact_location, get_or_create_run
+    from pipelines.common.tracking import RunLogger, default_artifact_location, get_or_create_run
 
     audio = _clip()
     reference = tiny.encode(audio, 24000)
@@ -89,13 +89,6 @@ def test_models_command_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert out.strip() == format_table(codec.list_models(local_dirs=[])).strip()
     assert "4: 1000 bps" in out and "muq_xcodec" in out
-
-
-def test_job_subcommands_dispatch_to_the_jobs():
-    for job in ("prepare", "train", "tokenize", "evaluate"):
-        result = subprocess.run([sys.executable, "-m", "codec", job, "--help"], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        assert f"python -m jobs.{job}" in result.stdout and "overrides" in result.stdout
 
 
 @pytest.mark.slow

@@ -400,10 +400,10 @@ def test_imported_teacher_without_its_weights_is_an_error(tiny_imported, tmp_pat
 
 
 def test_tokenization_stage_runs_with_the_imported_model(tiny_imported, tmp_path):
-    """The tokenization job's stage (pipelines.tokenize.ShardTokenizer), in process, on the imported dir."""
-    from pipelines import tokenize_io as tio
-    from pipelines.tokenize import ShardTokenizer
-    from pipelines.tokenize_model import resolve_model
+    """The tokenization job's stage (pipelines.tokenize.stage.ShardTokenizer), in process, on the imported dir."""
+    from pipelines.common import shard_io as tio
+    from pipelines.common.models import resolve_model
+    from pipelines.tokenize.stage import ShardTokenizer
 
     out, _ = tiny_imported
     clip = stereo_clip(1.3, seed=3).numpy()

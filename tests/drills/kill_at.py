@@ -28,8 +28,8 @@ def die() -> None:
 
 
 def patch_tokenize(point: str) -> None:
-    import pipelines.tokenize as tok
-    import pipelines.tokenize_driver as drv
+    import pipelines.tokenize.driver as drv
+    import pipelines.tokenize.stage as tok
 
     if point == "first_done":
         real = drv._tokenize_dataset
@@ -49,7 +49,7 @@ def patch_tokenize(point: str) -> None:
 
         class KillMidShard(tok.ShardTokenizer):
             def __call__(self, batch):
-                import pipelines.tokenize_io as tio
+                import pipelines.common.shard_io as tio
 
                 real_write = tio.write_atomic
 
@@ -76,8 +76,8 @@ def patch_tokenize(point: str) -> None:
 
 
 def patch_prepare(point: str) -> None:
-    import pipelines.prepare as prep
-    import pipelines.shards as shards
+    import pipelines.common.shards as shards
+    import pipelines.prepare.driver as prep
 
     if point == "first_shard":
         real_flush = shards.ShardWriter.flush

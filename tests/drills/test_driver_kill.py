@@ -18,8 +18,7 @@ import pytest
 from drill_utils import REPO, job_env, read_token_shard, visible_tree, write_shards
 from utils import music_clip, write_audio
 
-from pipelines import tokenize_io as tio
-from pipelines.storage import expand_paths, filesystem_for
+from pipelines.common import shard_io as tio
 
 KILLER = str(Path(__file__).with_name("kill_at.py"))
 
@@ -39,8 +38,8 @@ def killed_run(ray_local, point: str, job: str, args: list[str], cwd: Path) -> f
 
 @pytest.fixture(scope="module")
 def tok_input(tmp_path_factory, drill_tiny_dir, ray_local):
-    from pipelines.tokenize_config import load_tokenize_config
-    from pipelines.tokenize_driver import run_tokenize
+    from pipelines.tokenize.config import load_tokenize_config
+    from pipelines.tokenize.driver import run_tokenize
 
     root = tmp_path_factory.mktemp("kill-tok")
     write_shards(root / "in", [{f"t{i}a": (2.0, 24000, 1, "flac"), f"t{i}b": (1.5, 22050, 2, "wav")}
@@ -59,8 +58,8 @@ def tok_overrides(model, root: Path, out: str) -> list[str]:
 @pytest.mark.drill
 @pytest.mark.parametrize("point", ["first_done", "mid_shard", "before_manifest"])
 def test_tokenize_driver_killed(ray_local, drill_tiny_dir, tok_input, point):
-    from pipelines.tokenize_config import load_tokenize_config
-    from pipelines.tokenize_driver import run_tokenize
+    from pipelines.tokenize.config import load_tokenize_config
+    from pipelines.tokenize.driver import run_tokenize
 
     root, clean = tok_input
     out = root / point
@@ -93,8 +92,8 @@ def test_tokenize_driver_killed(ray_local, drill_tiny_dir, tok_input, point):
 
 @pytest.fixture(scope="module")
 def prep_input(tmp_path_factory, ray_local):
-    from pipelines.data_config import load_prepare_config
-    from pipelines.prepare import run_prepare
+    from pipelines.prepare.config import load_prepare_config
+    from pipelines.prepare.driver import run_prepare
 
     root = tmp_path_factory.mktemp("kill-prep")
     for i in range(7):
@@ -114,8 +113,8 @@ def prep_overrides(root: Path, out: str) -> list[str]:
 @pytest.mark.drill
 @pytest.mark.parametrize("point", ["first_shard", "mid_transcode", "before_manifest"])
 def test_prepare_driver_killed(ray_local, prep_input, point):
-    from pipelines.data_config import load_prepare_config
-    from pipelines.prepare import run_prepare
+    from pipelines.prepare.config import load_prepare_config
+    from pipelines.prepare.driver import run_prepare
 
     root, clean = prep_input
     out = root / point
@@ -133,6 +132,5 @@ def test_prepare_driver_killed(ray_local, prep_input, point):
     assert [json.loads(r)["reason"] for r in (out / "rejected.jsonl").read_text().splitlines()] == ["undecodable"]
     listed = [Path(p).name for p in tio.list_shards(str(out))]
     assert listed == [s["path"] for s in manifest["shards"]], "a temp file is listed as a shard"
-    assert [Path(p).name for p in expand_paths(str(out), filesystem_for(str(out)))] == listed
     print(f"prepare killed at {point} after {took:.1f} s with {at_kill}; rerun {time.perf_counter() - t0:.1f} s "
           f"-> byte-identical, {manifest['num_samples']} samples once each")

@@ -1,6 +1,6 @@
 """Drill 4 (prepare part): a hostile music folder. 0 crashes, every bad file rejected with a reason (or kept
 with ``truncated``), every good file processed once, nothing written outside the output folder.
-The data-pipeline side of hostile shards is tests/pipelines/test_bad_input.py."""
+The data-pipeline side of hostile shards is tests/pipelines/data/test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -69,8 +69,8 @@ def hostile_folder(root) -> tuple[set[str], dict[str, str]]:
 @pytest.mark.slow
 @pytest.mark.drill
 def test_prepare_survives_hostile_folder(ray_local, tmp_path):
-    from pipelines.data_config import load_prepare_config
-    from pipelines.prepare import run_prepare
+    from pipelines.prepare.config import load_prepare_config
+    from pipelines.prepare.driver import run_prepare
 
     good, bad = hostile_folder(tmp_path / "music")
     before = sorted(p.name for p in tmp_path.iterdir())

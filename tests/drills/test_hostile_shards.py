@@ -23,9 +23,9 @@ import pytest
 from drill_utils import REPO, _load, job_env, read_token_shard, tree_bytes
 from utils import music_clip
 
-from pipelines.shards import tar_bytes
+from pipelines.common.shards import tar_bytes
 
-bad_input = _load("_drill_bad_input_helpers", "tests/pipelines/test_bad_input.py")
+bad_input = _load("_drill_bad_input_helpers", "tests/pipelines/data/test_bad_input.py")
 encode, nan_wav, truncated_flac = bad_input.encode, bad_input.nan_wav, bad_input.truncated_flac
 
 RSS_BOUND = 4 << 30  # any one process (driver, raylet, the tokenizer actor...)
@@ -149,8 +149,9 @@ def tarfile_names(path: Path) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.drill
 def test_data_pipeline_survives_hostile_shards(ray_local, tmp_path):
-    from pipelines.data import build_segment_dataset, build_training_dataset, skip_counts
-    from pipelines.data_config import load_data_config
+    from pipelines.data.config import load_data_config
+    from pipelines.data.dataset import build_segment_dataset, skip_counts
+    from pipelines.data.training import build_training_dataset
 
     hostile_shards(tmp_path / "in")
     before = tree_bytes(tmp_path)

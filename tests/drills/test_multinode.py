@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from drill_utils import REPO, assert_done_shards_valid, job_env, read_token_shard, visible_tree, write_shards
 
-from pipelines import tokenize_io as tio
+from pipelines.common import shard_io as tio
 
 CONFIG = str(REPO / "configs/tokenize/default.yaml")
 
@@ -64,8 +64,8 @@ def actor_nodes() -> set[str]:
 @pytest.mark.slow
 @pytest.mark.drill
 def test_tokenize_survives_node_loss(cluster, drill_tiny_dir, tmp_path):
-    from pipelines.tokenize_config import load_tokenize_config
-    from pipelines.tokenize_driver import run_tokenize
+    from pipelines.tokenize.config import load_tokenize_config
+    from pipelines.tokenize.driver import run_tokenize
 
     write_shards(tmp_path / "in", [{f"s{i}a": (2.0, 24000, 1, "flac"), f"s{i}b": (1.5, 22050, 2, "wav")}
                                    for i in range(4)])
@@ -140,10 +140,10 @@ def test_training_survives_node_loss(cluster, tmp_path, mlflow_sqlite):
     from mlflow import MlflowClient
     from utils import write_corpus
 
-    from pipelines.data_config import load_prepare_config
-    from pipelines.prepare import run_prepare
-    from pipelines.train_config import load_train_config
-    from pipelines.trainer import run_training
+    from pipelines.prepare.config import load_prepare_config
+    from pipelines.prepare.driver import run_prepare
+    from pipelines.train.config import load_train_config
+    from pipelines.train.driver import run_training
 
     write_corpus(tmp_path / "music", num_tracks=8, seconds=(4.0, 8.0), seed=0)  # has val keys
     run_prepare(load_prepare_config({"inputs": [str(tmp_path / "music")], "output": str(tmp_path / "shards"),
@@ -154,7 +154,7 @@ def test_training_survives_node_loss(cluster, tmp_path, mlflow_sqlite):
     max_steps = 6
     cfg = load_train_config(REPO / "configs/train/tiny_cpu.yaml", [
         f"data.shards=[{tmp_path / 'shards'}]", f"run.storage_path={tmp_path / 'ray_results'}", "run.name=nodeloss",
-        f"mlflow.tracking_uri={mlflow_sqlite}", "mlflow.experiment=drill-train", "mlflow.register_name=null",
+        f"tracking.uri={mlflow_sqlite}", "tracking.experiment=drill-train", "tracking.register_name=null",
         f"schedule.max_steps={max_steps}", "schedule.val_every=100", "schedule.checkpoint_every=2",
         "schedule.max_failures=2",
         "scaling.cpus_per_worker=0.6",  # at most one train worker per one-CPU node

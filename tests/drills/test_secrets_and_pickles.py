@@ -75,8 +75,8 @@ def poison_checkpoint(src: Path, dst: Path, marker: Path) -> Path:
 def test_poisoned_pickles_are_never_executed(drill_tiny_dir, tmp_path, mlflow_sqlite):
     from codec import Codec
     from codec.__main__ import main as codec_cli
-    from pipelines.tracking import RunLogger, default_artifact_location, get_or_create_run
-    from pipelines.train_checkpoint import load_tree, load_weights
+    from pipelines.common.tracking import RunLogger, default_artifact_location, get_or_create_run
+    from pipelines.train.checkpoint import load_tree, load_weights
 
     marker = tmp_path / "PWNED"
     bad = poison_checkpoint(Path(drill_tiny_dir), tmp_path / "poisoned", marker)
@@ -134,8 +134,8 @@ def test_secrets_never_logged(ray_local, moto_s3, s3_bucket, mlflow_sqlite, dril
     import ray
     from mlflow import MlflowClient
 
-    from pipelines.tokenize_config import load_tokenize_config
-    from pipelines.tokenize_driver import run_tokenize
+    from pipelines.tokenize.config import load_tokenize_config
+    from pipelines.tokenize.driver import run_tokenize
 
     write_shards(tmp_path / "in", [{"a": (2.0, 16000, 1, "flac")}, {"b": (1.5, 22050, 2, "wav")}])
     s3 = boto3.client("s3", endpoint_url=moto_s3)
@@ -147,7 +147,7 @@ def test_secrets_never_logged(ray_local, moto_s3, s3_bucket, mlflow_sqlite, dril
     cfg = load_tokenize_config(REPO / "configs/tokenize/default.yaml", [
         f"model={drill_tiny_dir}", f"input=s3://{s3_bucket}/corpus/", f"output=s3://{s3_bucket}/tokens",
         "progress=false", "compute.torch_threads=1", f"storage.secret={SECRET_CFG}",
-        f"tracking.tracking_uri={mlflow_sqlite}"])
+        f"tracking.uri={mlflow_sqlite}"])
     result = run_tokenize(cfg)
     assert result.ok and result.tracks == 2
     out, err = capfd.readouterr()

@@ -75,8 +75,8 @@ class FlakyProxy:
 def test_s3_outage_mid_tokenization(ray_local, moto_s3, s3_bucket, drill_tiny_dir, tmp_path):
     import boto3
 
-    from pipelines.tokenize_config import load_tokenize_config
-    from pipelines.tokenize_driver import run_tokenize
+    from pipelines.tokenize.config import load_tokenize_config
+    from pipelines.tokenize.driver import run_tokenize
 
     write_shards(tmp_path / "in", [{f"t{i}": (1.5, 16000, 1, "flac")} for i in range(4)])
     s3 = boto3.client("s3", endpoint_url=moto_s3)

@@ -22,9 +22,9 @@ import pytest
 import soundfile as sf
 from utils import music_clip
 
-from pipelines import tokenize_io as tio
-from pipelines.tokenize_config import load_tokenize_config
-from pipelines.tokenize_driver import run_tokenize
+from pipelines.common import shard_io as tio
+from pipelines.tokenize.config import load_tokenize_config
+from pipelines.tokenize.driver import run_tokenize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -100,7 +100,7 @@ def reference_codes(codec, encoded: bytes) -> np.ndarray:
 def test_registered_model_whole_tracks_mixed_rates(ray_local, mlflow_sqlite, tiny_dir, reference_codec, tmp_path):
     from mlflow import MlflowClient
 
-    from pipelines.tracking import RunLogger, default_artifact_location, get_or_create_run
+    from pipelines.common.tracking import RunLogger, default_artifact_location, get_or_create_run
 
     run_id = get_or_create_run(mlflow_sqlite, "training", "tiny-train",
                                artifact_location=default_artifact_location(mlflow_sqlite))
@@ -157,8 +157,8 @@ def test_registered_model_whole_tracks_mixed_rates(ray_local, mlflow_sqlite, tin
     assert run.data.tags["model.version"] == "1" and run.data.tags["model.name"] == "codec-tiny"
     assert run.data.metrics["tracks"] == 4 and run.data.metrics["skipped_tracks"] == 1
     assert run.data.params["model"] == "models:/codec-tiny@prod"
-    source = client.get_model_version("codec-tiny", "1").source  # models:/<logged model id>
-    assert [f"models:/{m.model_id}" for m in run.inputs.model_inputs] == [source]
+    logged = client.get_model_version("codec-tiny", "1").tags["logged_model_id"]  # the model behind the version
+    assert logged.startswith("m-") and [m.model_id for m in run.inputs.model_inputs] == [logged]
 
     again: list[str] = []
     assert run_tokenize(cfg, log=again.append).nothing_to_do
@@ -181,7 +181,7 @@ def test_killed_run_resumes_byte_identical(ray_local, tiny_dir, tmp_path):
     write_shards(tmp_path / "in", layout)
     args = [sys.executable, "-m", "jobs.tokenize", "--config", str(REPO / "configs/tokenize/default.yaml"),
             f"model={tiny_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "progress=false",
-            "compute.torch_threads=2", f"tracking.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+            "compute.torch_threads=2", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     done_dir = tmp_path / "out" / tio.DONE_DIR
     proc = subprocess.Popen(args, cwd=tmp_path, env=job_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -31,7 +31,7 @@ def test_bad_config_fails_before_ray(tmp_path, override, key):
                           env={**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI":
                                f"sqlite:///{tmp_path / 'mlflow.db'}"})
     assert proc.returncode == 2, proc.stderr
-    assert f"invalid training config: {key}:" in proc.stderr
+    assert f"error: {key}:" in proc.stderr
     assert "Ray" not in proc.stdout + proc.stderr  # nothing started
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run either
 
@@ -72,7 +72,7 @@ def test_ray_job_submit_trains_and_registers(tmp_path, mlflow_sqlite):
     entrypoint = (f"python -m jobs.train --config configs/train/tiny_cpu.yaml loader.source=synthetic "
                   f"loader.num_synthetic=8 schedule.max_steps=4 schedule.val_every=4 schedule.checkpoint_every=2 "
                   f"run.name=submitted run.storage_path={tmp_path / 'ray_results'} "
-                  f"mlflow.tracking_uri={tracking_uri} mlflow.register_name=submitted-codec mlflow.alias=smoke")
+                  f"tracking.uri={tracking_uri} tracking.register_name=submitted-codec tracking.alias=smoke")
     script = cluster_script(free_port(), free_port(), entrypoint, tmp_path / "submit.log")
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
