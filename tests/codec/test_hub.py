@@ -182,13 +182,13 @@ def test_push_rejects_a_bad_repo_id(tiny_dirs, tmp_path):
 def test_cli_push_local_dir_from_a_registered_mlflow_model(tiny_dirs, tmp_path, mlflow_sqlite, capsys):
     """`push models:/NAME@ALIAS --local-dir`: the repo folder, with the training run's data.* params in the card."""
     import mlflow
-    from pipelines.tracking import RunLogger, default_artifact_location, get_or_create_run
 
     from codec.__main__ import main
+    from pipelines.common.tracking import RunLogger, default_artifact_location, get_or_create_run
 
     _, second = tiny_dirs
     run_id = get_or_create_run(mlflow_sqlite, "hub", "train", artifact_location=default_artifact_location(mlflow_sqlite))
-    mlflow.MlflowClient().log_param(run_id, "data.shards", "['s3://corpus/shards']")
+    mlflow.MlflowClient(mlflow_sqlite).log_param(run_id, "data.shards", "['s3://corpus/shards']")
     RunLogger(mlflow_sqlite, run_id).log_model_dir(second, registered_name="hub-codec", alias="prod")
     out = tmp_path / "repo"
     assert main(["push", "models:/hub-codec@prod", "acme/from-mlflow", "--local-dir", str(out)]) == 0
