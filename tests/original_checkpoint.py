@@ -49,7 +49,10 @@ def rand_like(key: str, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 def original_state(encoder_dim: int, decoder_dim: int, muq: dict, disc_channels: int = 4, seed: int = 0) -> dict:
     """A state dict in the original layout with random values (shapes from our modules of the same math)."""
     latent = encoder_dim * 16
-    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim},
+    from codec.convert import ORIGINAL_ARCHITECTURE
+
+    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim,
+                                                     **ORIGINAL_ARCHITECTURE},
                                            "teacher": {"source": "random", "model_id": "", "dim": latent},
                                            "discriminator": {"period_channels": disc_channels,
                                                              "stft_channels": disc_channels}})

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codec.nn.distributed import all_reduce_sum_, broadcast_
 from codec.nn.layers import WNConv1d
 
 
@@ -33,19 +34,46 @@ class QuantizedResult:
 class VectorQuantize(nn.Module):
     """One factorized VQ layer: project D -> codebook_dim, nearest L2-normalised code, project back.
 
+    Two optional defences against codebook collapse run in training mode only (see
+    ``audiocraft.quantization.core_vq``: data init and ``expire_codes_``):
+
+    * ``init_from_data``: at the first training forward the codebook is set to projected latents of that
+      batch (plus a little noise), so codes start where the data is instead of on an unrelated N(0, 1) sphere.
+    * ``dead_code_steps``: a code no rank has used for that many consecutive training steps is moved onto a
+      random projected latent of the current batch.
+
+    Both are DDP-safe: code counts are summed over ranks (one all-reduce per layer and training step, so every
+    rank takes the same decisions) and new code vectors are drawn on rank 0 and broadcast. They work
+    unchanged without ``torch.distributed``. Their state lives in buffers that exist only when enabled, so
+    a model without them keeps the original state-dict keys.
+
     Args:
         input_dim: channels D of the input.
         codebook_size: number of codes.
         codebook_dim: dimension of the low-dimensional lookup space.
+        init_from_data: initialise the codebook from the first training batch.
+        dead_code_steps: restart codes unused for this many training steps (0 = never).
     """
 
-    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int):
+    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int, init_from_data: bool = False,
+                 dead_code_steps: int = 0):
         super().__init__()
+        if dead_code_steps < 0:
+            raise ValueError(f"dead_code_steps must be >= 0, got {dead_code_steps}")
         self.codebook_size = codebook_size
         self.codebook_dim = codebook_dim
+        self.dead_code_steps = dead_code_steps
         self.in_proj = WNConv1d(input_dim, codebook_dim, kernel_size=1)
         self.out_proj = WNConv1d(codebook_dim, input_dim, kernel_size=1)
         self.codebook = nn.Embedding(codebook_size, codebook_dim)
+        if init_from_data:
+            self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        else:
+            self.initialized = None
+        if dead_code_steps:
+            self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long))
+        else:
+            self.unused_steps = None
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Quantize one residual.
@@ -58,13 +86,44 @@ class VectorQuantize(nn.Module):
             codes [B, T] int64, z_e [B, codebook_dim, T].
         """
         z_e = self.in_proj(z)
+        if self.training:
+            self._maintain_codebook(z_e.detach())
         codes = self.nearest(z_e)
+        if self.training and self.unused_steps is not None:
+            self._count_usage(codes)
         q = self.embed(codes)
         commitment = F.mse_loss(z_e, q.detach(), reduction="none").mean(dim=(1, 2))
         codebook = F.mse_loss(q, z_e.detach(), reduction="none").mean(dim=(1, 2))
         q = z_e + (q - z_e).detach()
         return self.out_proj(q), commitment, codebook, codes, z_e
 
+    @torch.no_grad()
+    def _maintain_codebook(self, z_e: Tensor) -> None:
+        """Data init on the first training step, then restarts of dead codes (same decisions on every rank)."""
+        if self.initialized is not None and not bool(self.initialized):
+            self._replace(torch.ones(self.codebook_size, dtype=torch.bool, device=z_e.device), z_e)
+            self.initialized.fill_(True)
+        if self.unused_steps is not None:
+            dead = self.unused_steps >= self.dead_code_steps
+            if bool(dead.any()):
+                self._replace(dead, z_e)
+                self.unused_steps[dead] = 0
+
+    def _replace(self, which: Tensor, z_e: Tensor) -> None:
+        """Set the codes selected by the bool mask ``which`` [codebook_size] to random latents of rank 0."""
+        flat = z_e.transpose(1, 2).reshape(-1, self.codebook_dim).float()
+        n = int(which.sum())
+        picks = flat[torch.randint(flat.shape[0], (n,), device=flat.device)]
+        picks = picks + 0.01 * flat.std() * torch.randn_like(picks)  # duplicates of one frame must not tie
+        broadcast_(picks)
+        self.codebook.weight[which] = picks.to(self.codebook.weight.dtype)
+
+    @torch.no_grad()
+    def _count_usage(self, codes: Tensor) -> None:
+        counts = all_reduce_sum_(torch.bincount(codes.reshape(-1), minlength=self.codebook_size))
+        self.unused_steps.add_(1).masked_fill_(counts > 0, 0)
+
+    @torch.no_grad()
     def nearest(self, z_e: Tensor) -> Tensor:
         """Indices of the closest codes by cosine similarity. z_e [B, d, T] -> [B, T] int64."""
         b, _, t = z_e.shape
@@ -93,10 +152,13 @@ class ResidualVectorQuantize(nn.Module):
         codebook_size: codes per layer.
         codebook_dim: factorized lookup dimension.
         quantizer_dropout: probability that a batch item uses a random prefix (training only).
+        init_from_data: initialise each codebook from the first training batch (see :class:`VectorQuantize`).
+        dead_code_steps: restart codes unused for this many training steps (0 = never).
     """
 
     def __init__(self, input_dim: int = 2048, n_codebooks: int = 8, codebook_size: int = 1024,
-                 codebook_dim: int = 8, quantizer_dropout: float = 0.5):
+                 codebook_dim: int = 8, quantizer_dropout: float = 0.5, init_from_data: bool = False,
+                 dead_code_steps: int = 0):
         super().__init__()
         if not 0.0 <= quantizer_dropout <= 1.0:
             raise ValueError(f"quantizer_dropout must be in [0, 1], got {quantizer_dropout}")
@@ -106,7 +168,8 @@ class ResidualVectorQuantize(nn.Module):
         self.codebook_dim = codebook_dim
         self.quantizer_dropout = quantizer_dropout
         self.quantizers = nn.ModuleList(
-            VectorQuantize(input_dim, codebook_size, codebook_dim) for _ in range(n_codebooks)
+            VectorQuantize(input_dim, codebook_size, codebook_dim, init_from_data, dead_code_steps)
+            for _ in range(n_codebooks)
         )
 
     def forward(self, z: Tensor, n_quantizers: int | None = None) -> QuantizedResult:
