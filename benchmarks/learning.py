@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         budget = args.minutes * 60
         usage_cost = evaluate(0, full=False)
-        full_cost = 4 * usage_cost  # estimate until a full evaluation was timed
+        full_cost = 6 * usage_cost  # estimate (4 decodes + mel per excerpt) until a full evaluation was timed
         step, eval_time = 0, usage_cost
         while step < args.steps:
             losses = step_fn(sampler.batch(args.batch))
