@@ -37,10 +37,10 @@ class VectorQuantize(nn.Module):
     Two optional defences against codebook collapse run in training mode only (see
     ``audiocraft.quantization.core_vq``: data init and ``expire_codes_``):
 
-    * ``init_from_data``: at the first training forward the codebook is set to projected latents of that
-      batch (plus a little noise), so codes start where the data is instead of on an unrelated N(0, 1) sphere.
+    * ``init_from_data``: at the first training forward codes are set to distinct projected latents of that
+      batch (as many as it has frames), so codes start where the data is, not on unrelated N(0, 1) directions.
     * ``dead_code_steps``: a code no rank has used for that many consecutive training steps is moved onto a
-      random projected latent of the current batch.
+      projected latent of the current batch (at most one code per frame per step, longest-unused first).
 
     Both are DDP-safe: code counts are summed over ranks (one all-reduce per layer and training step, so every
     rank takes the same decisions) and new code vectors are drawn on rank 0 and broadcast. They work
@@ -101,22 +101,32 @@ class VectorQuantize(nn.Module):
     def _maintain_codebook(self, z_e: Tensor) -> None:
         """Data init on the first training step, then restarts of dead codes (same decisions on every rank)."""
         if self.initialized is not None and not bool(self.initialized):
-            self._replace(torch.ones(self.codebook_size, dtype=torch.bool, device=z_e.device), z_e)
+            self._replace(torch.arange(self.codebook_size, device=z_e.device), z_e)
             self.initialized.fill_(True)
         if self.unused_steps is not None:
-            dead = self.unused_steps >= self.dead_code_steps
-            if bool(dead.any()):
-                self._replace(dead, z_e)
-                self.unused_steps[dead] = 0
+            dead = (self.unused_steps >= self.dead_code_steps).nonzero().squeeze(1)
+            if dead.numel():
+                # Longest unused first (a stable sort: the same order on every rank).
+                order = torch.sort(self.unused_steps[dead], descending=True, stable=True).indices
+                replaced = self._replace(dead[order], z_e)
+                self.unused_steps[replaced] = 0
 
-    def _replace(self, which: Tensor, z_e: Tensor) -> None:
-        """Set the codes selected by the bool mask ``which`` [codebook_size] to random latents of rank 0."""
+    def _replace(self, which: Tensor, z_e: Tensor) -> Tensor:
+        """Move the codes ``which`` (indices, in priority order) onto distinct latents of rank 0's batch.
+
+        At most as many codes as rank 0 has frames move per call, so a small batch never fills the codebook
+        with copies of a few frames; the rest stay as they are (still dead, they move at the next steps).
+
+        Returns:
+            The indices of the codes that moved.
+        """
         flat = z_e.transpose(1, 2).reshape(-1, self.codebook_dim).float()
-        n = int(which.sum())
-        picks = flat[torch.randint(flat.shape[0], (n,), device=flat.device)]
-        picks = picks + 0.01 * flat.std() * torch.randn_like(picks)  # duplicates of one frame must not tie
+        n = broadcast_(torch.tensor([min(which.numel(), flat.shape[0])], device=flat.device))
+        which = which[: int(n)]
+        picks = flat[torch.randperm(flat.shape[0], device=flat.device)[: which.numel()]]
         broadcast_(picks)
         self.codebook.weight[which] = picks.to(self.codebook.weight.dtype)
+        return which
 
     @torch.no_grad()
     def _count_usage(self, codes: Tensor) -> None:
