@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: venv test test-fast demo benchmark lint clean
+.PHONY: venv test test-fast demo benchmark learn lint clean
 DATA ?=
 
 # The environment: a venv with the pinned dependencies and the project installed in editable mode.
@@ -32,6 +32,12 @@ demo: venv
 ## Every benchmark script, one table of measures vs baselines with ratios (QUICK=1 for small inputs).
 benchmark: venv
 	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick)
+
+## Does the codec learn? Trains the tiny preset on ~/.cache/real-music for 30 min, evaluates held-out tracks
+## (codes per layer, identification, constant-codes baseline, Opus 6 kbps) against issue 14's targets.
+## Not part of `make test`. LEARN_ARGS passes flags, e.g. LEARN_ARGS="--minutes 6 --threads 1".
+learn: venv
+	$(PY) benchmarks/learning.py $(LEARN_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check codec pipelines jobs tests benchmarks

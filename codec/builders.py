@@ -42,7 +42,9 @@ def generator_kwargs(cfg: Any) -> dict[str, Any]:
                 semantic_dim=int(cfg.teacher.dim), decoder_dim=int(m.decoder_dim),
                 decoder_rates=[int(r) for r in m.decoder_rates], n_codebooks=int(m.n_codebooks),
                 codebook_size=int(m.codebook_size), codebook_dim=int(m.codebook_dim),
-                quantizer_dropout=float(m.quantizer_dropout))
+                quantizer_dropout=float(m.quantizer_dropout), init=str(m.init),
+                semantic_norm=bool(m.semantic_norm), latent_norm=str(m.latent_norm),
+                codebook_init_from_data=bool(m.codebook_init_from_data), dead_code_steps=int(m.dead_code_steps))
 
 
 def build_generator(cfg: Any) -> XCodec:

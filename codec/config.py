@@ -24,6 +24,8 @@ PRESET_SUFFIXES = (".yaml", ".yml")
 TEACHER_SOURCES = ("pretrained", "random", "imported")
 INFERENCE_MODES = ("default", "reference")
 DECODE_MODES = ("context", "per_chunk")
+INITS = ("default", "trunc_normal")  # codec.model.xcodec.INITS / LATENT_NORMS (kept torch-free here)
+LATENT_NORMS = ("none", "batch", "layer")
 
 
 class ConfigError(ValueError):
@@ -44,6 +46,13 @@ class ModelConfig:
     codebook_size: int = 1024
     codebook_dim: int = 8
     quantizer_dropout: float = 0.5
+    # Learning defences (XCodec's docstring). The schema defaults are the original muq-xcodec architecture
+    # (what imported checkpoints and configs written before these keys existed need); the presets turn them on.
+    init: str = "trunc_normal"  # "default": PyTorch's init, as DAC effectively trains from
+    semantic_norm: bool = False  # standardise teacher features per channel (running stats) before fusion
+    latent_norm: str = "none"  # "batch" / "layer": normalise the fused latent before the RVQ (no affine)
+    codebook_init_from_data: bool = False  # codebooks start on the first training batch's latents
+    dead_code_steps: int = 0  # restart codes unused for this many training steps (0 = never)
 
 
 @dataclass
@@ -241,6 +250,9 @@ def validate_codec_config(cfg: DictConfig) -> None:
     _check(m.codebook_size <= 32768, "model.codebook_size", "codes are stored as int16; must be <= 32768")
     _check(0.0 <= m.quantizer_dropout <= 1.0, "model.quantizer_dropout",
            f"must be in [0, 1], got {m.quantizer_dropout}")
+    _check(m.init in INITS, "model.init", f"must be one of {INITS}, got {m.init!r}")
+    _check(m.latent_norm in LATENT_NORMS, "model.latent_norm", f"must be one of {LATENT_NORMS}, got {m.latent_norm!r}")
+    _check(m.dead_code_steps >= 0, "model.dead_code_steps", f"must be >= 0 (0 = off), got {m.dead_code_steps}")
 
     _check(t.source in TEACHER_SOURCES, "teacher.source", f"must be one of {TEACHER_SOURCES}, got {t.source!r}")
     _check(bool(t.model_id) or t.source != "pretrained", "teacher.model_id", "required for a pretrained teacher")

@@ -62,6 +62,9 @@ DISCRIMINATOR_PREFIX = "discriminator."
 # The original trains its discriminator with DAC's defaults: Discriminator() (no MSD).
 ORIGINAL_PERIODS = [2, 3, 5, 7, 11]
 ORIGINAL_FFT_SIZES = [2048, 1024, 512]
+# The original architecture: quantizer dropout off in its training, none of the learning defences of our presets.
+ORIGINAL_ARCHITECTURE = {"quantizer_dropout": 0.0, "init": "trunc_normal", "semantic_norm": False,
+                         "latent_norm": "none", "codebook_init_from_data": False, "dead_code_steps": 0}
 ORIGINAL_INFERENCE = {"mode": "reference", "chunk_seconds": 10.0, "context_seconds": 2.0, "window_seconds": 30.0}
 # (reference encoding ignores context_seconds; decoding keeps 2 s of code context, close to decoding at once)
 # Written as ``pytorch-lightning_version`` on export: the original's environment.yml pins lightning 2.3.3.
@@ -398,7 +401,7 @@ def convert_original(ckpt: Mapping[str, Any], muq_config: Mapping[str, Any], wit
     semantic_dim = geometry.pop("semantic_dim")
     overrides: dict[str, Any] = {
         "name": name,
-        "model": {**geometry, "quantizer_dropout": 0.0},  # the original trains with quantizer_dropout=False
+        "model": {**geometry, **ORIGINAL_ARCHITECTURE},
         "teacher": {"source": "imported", "model_id": "", "layer": -1, "dim": semantic_dim,
                     "depth": int(muq_config["encoder_depth"]),
                     "heads": int(w2v2.get("num_attention_heads", 16)), "conv_dim": int(muq_config["conv_dim"]),

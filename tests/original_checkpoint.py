@@ -54,8 +54,11 @@ def original_state(encoder_dim: int, decoder_dim: int, muq: dict, disc_channels:
 
     ``model`` overrides the rest of the geometry (``encoder_rates``, ``n_codebooks``, ...; default: muq_xcodec).
     """
+    from codec.convert import ORIGINAL_ARCHITECTURE
+
     latent = model.get("latent_dim") or encoder_dim * 2 ** len(model.get("encoder_rates", [2, 4, 10, 12]))
-    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim, **model},
+    cfg = load_codec_config("muq_xcodec", {"model": {"encoder_dim": encoder_dim, "decoder_dim": decoder_dim,
+                                                     **ORIGINAL_ARCHITECTURE, **model},
                                            "teacher": {"source": "random", "model_id": "", "dim": latent},
                                            "discriminator": {"period_channels": disc_channels,
                                                              "stft_channels": disc_channels}})

@@ -13,6 +13,9 @@ from codec.model.encoder import Encoder
 from codec.nn.layers import init_weight_normed_
 from codec.nn.quantize import ResidualVectorQuantize
 
+INITS = ("default", "trunc_normal")
+LATENT_NORMS = ("none", "batch", "layer")
+
 
 @dataclass
 class CodecOutput:
@@ -39,6 +42,14 @@ class XCodec(nn.Module):
     concat(encoder latent [B,T,latent], teacher features [B,T,Ds]) -> fc_prior -> RVQ -> fc_post_s (-> Ds,
     semantic prediction) and fc_post_a (-> latent) -> decoder -> audio.
 
+    The options after ``quantizer_dropout`` keep the RVQ input from collapsing onto one direction (all off
+    reproduces the original muq-xcodec architecture, which imported checkpoints need):
+    ``semantic_norm`` standardises each teacher channel with running statistics (``BatchNorm1d`` without
+    affine) before fusion, ``latent_norm`` normalises the fused latent before the RVQ (``"batch"``: each
+    channel standardised over frames with running statistics, which removes the component all frames share;
+    ``"layer"``: each frame standardised over channels), and the quantizer gets data init and dead-code
+    restarts.
+
     Args:
         sample_rate: audio rate in Hz.
         encoder_dim: channels of the encoder's first conv.
@@ -51,13 +62,26 @@ class XCodec(nn.Module):
         codebook_size: codes per layer.
         codebook_dim: factorized lookup dimension.
         quantizer_dropout: fraction of training items that use a random prefix of the RVQ.
+        init: ``"default"`` keeps PyTorch's initialisation of the convolutions (what DAC trains from);
+            ``"trunc_normal"`` draws them from a truncated normal with std 0.02 (the original recipe's call).
+        semantic_norm: standardise the teacher features per channel before fusion.
+        latent_norm: ``"none"``, ``"batch"`` (BatchNorm1d without affine) or ``"layer"`` (LayerNorm without
+            affine) on the fused latent before the RVQ.
+        codebook_init_from_data: initialise each codebook from the first training batch's latents.
+        dead_code_steps: restart codes unused for this many training steps (0 = never).
     """
 
     def __init__(self, sample_rate: int = 24000, encoder_dim: int = 64, encoder_rates: list[int] = (2, 4, 10, 12),
                  latent_dim: int | None = None, semantic_dim: int = 1024, decoder_dim: int = 1536,
                  decoder_rates: list[int] = (12, 10, 4, 2), n_codebooks: int = 8, codebook_size: int = 1024,
-                 codebook_dim: int = 8, quantizer_dropout: float = 0.5):
+                 codebook_dim: int = 8, quantizer_dropout: float = 0.5, init: str = "trunc_normal",
+                 semantic_norm: bool = False, latent_norm: str = "none", codebook_init_from_data: bool = False,
+                 dead_code_steps: int = 0):
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if latent_norm not in LATENT_NORMS:
+            raise ValueError(f"latent_norm must be one of {LATENT_NORMS}, got {latent_norm!r}")
         if math.prod(encoder_rates) != math.prod(decoder_rates):
             raise ValueError(f"encoder_rates {list(encoder_rates)} and decoder_rates {list(decoder_rates)} "
                              "must have the same product (the hop length)")
@@ -69,18 +93,24 @@ class XCodec(nn.Module):
         self.fusion_dim = self.latent_dim + semantic_dim
         self.n_codebooks = n_codebooks
         self.codebook_size = codebook_size
+        self.init = init
 
         self.encoder = Encoder(encoder_dim, list(encoder_rates), self.latent_dim)
+        self.semantic_norm = nn.BatchNorm1d(semantic_dim, affine=False) if semantic_norm else None
         self.fc_prior = nn.Linear(self.fusion_dim, self.fusion_dim)
+        self.latent_norm = {"none": None, "layer": nn.LayerNorm(self.fusion_dim, elementwise_affine=False),
+                            "batch": nn.BatchNorm1d(self.fusion_dim, affine=False)}[latent_norm]
         self.quantizer = ResidualVectorQuantize(self.fusion_dim, n_codebooks, codebook_size, codebook_dim,
-                                                quantizer_dropout)
+                                                quantizer_dropout, codebook_init_from_data, dead_code_steps)
         self.fc_post_s = nn.Linear(self.fusion_dim, semantic_dim)
         self.fc_post_a = nn.Linear(self.fusion_dim, self.latent_dim)
         self.decoder = Decoder(self.latent_dim, decoder_dim, list(decoder_rates))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Truncated-normal init of this model's own convolutions (never touches any teacher)."""
+        """Initialise this model's own convolutions as ``init`` says (never touches any teacher)."""
+        if self.init == "default":
+            return
         for m in self.modules():
             if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
                 init_weight_normed_(m)
@@ -93,8 +123,14 @@ class XCodec(nn.Module):
         if semantic.shape[:2] != z_a.shape[:2] or semantic.shape[-1] != self.semantic_dim:
             raise ValueError(f"semantic must be [B, {z_a.shape[1]}, {self.semantic_dim}] for audio "
                              f"{list(audio.shape)}, got {list(semantic.shape)}")
-        z = torch.cat([z_a, semantic.to(z_a.dtype)], dim=-1)
-        return self.fc_prior(z).transpose(1, 2)
+        semantic = semantic.to(z_a.dtype)
+        if self.semantic_norm is not None:
+            semantic = self.semantic_norm(semantic.transpose(1, 2)).transpose(1, 2)
+        z = self.fc_prior(torch.cat([z_a, semantic], dim=-1))
+        if isinstance(self.latent_norm, nn.LayerNorm):
+            z = self.latent_norm(z)
+        z = z.transpose(1, 2)
+        return self.latent_norm(z) if isinstance(self.latent_norm, nn.BatchNorm1d) else z
 
     def forward(self, audio: Tensor, semantic: Tensor, n_quantizers: int | None = None) -> CodecOutput:
         """Encode, quantize and decode.
@@ -115,13 +151,14 @@ class XCodec(nn.Module):
                            commitment_loss=q.commitment_loss, codebook_loss=q.codebook_loss)
 
     def encode(self, audio: Tensor, semantic: Tensor, n_quantizers: int | None = None) -> Tensor:
-        """Audio [B, 1, N] and teacher features [B, T, Ds] -> codes [B, K, T] int64 (no quantizer dropout)."""
-        was_training = self.quantizer.training
-        self.quantizer.eval()
+        """Audio [B, 1, N] and teacher features [B, T, Ds] -> codes [B, K, T] int64 (eval mode: no quantizer
+        dropout, running feature statistics, no codebook maintenance)."""
+        was_training = self.training
+        self.eval()
         try:
             return self.quantizer(self._fuse(audio, semantic), n_quantizers).codes
         finally:
-            self.quantizer.train(was_training)
+            self.train(was_training)
 
     def decode(self, codes: Tensor) -> Tensor:
         """Codes [B, K, T] (any prefix K of the RVQ) -> audio [B, 1, T * hop_length]."""

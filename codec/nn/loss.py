@@ -48,6 +48,37 @@ class MultiScaleMelLoss(nn.Module):
                 for w, m in zip(window_lengths, n_mels, strict=True)
             )
 
+    @torch.no_grad()
+    def spectrograms(self, x: Tensor) -> list[Tensor]:
+        """Mel magnitudes of ``x`` [B, C, N] (or [B, N]) at every window size (reusable by :meth:`pairwise`)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return [mel(x.float()) for mel in self.transforms]
+
+    @torch.no_grad()
+    def pairwise(self, x: Tensor | list[Tensor], y: Tensor | list[Tensor]) -> Tensor:
+        """Mel distance of every estimate to every reference (entry [i, i] equals ``forward(x[i:i+1], y[i:i+1])``).
+
+        Args:
+            x: [B, C, N] (or [B, N]) estimates, or their :meth:`spectrograms`.
+            y: [M, C, N] (or [M, N]) references of the same shape, or their :meth:`spectrograms`.
+
+        Returns:
+            Tensor: [B, M] float distances.
+        """
+        mx_all = x if isinstance(x, list) else self.spectrograms(x)
+        my_all = y if isinstance(y, list) else self.spectrograms(y)
+        out = mx_all[0].new_zeros(mx_all[0].shape[0], my_all[0].shape[0])
+        for mx, my in zip(mx_all, my_all, strict=True):
+            lx = mx.clamp(min=self.clamp_eps).pow(self.pow).log10() if self.log_weight else None
+            ly = my.clamp(min=self.clamp_eps).pow(self.pow).log10() if self.log_weight else None
+            dims = tuple(range(1, my.dim()))
+            for i in range(mx.shape[0]):
+                if self.log_weight:
+                    out[i] += self.log_weight * (lx[i:i + 1] - ly).abs().mean(dim=dims)
+                if self.mag_weight:
+                    out[i] += self.mag_weight * (mx[i:i + 1] - my).abs().mean(dim=dims)
+        return out
+
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """Mel distance between estimate ``x`` and reference ``y``, both [B, C, N] (or [B, N]); scalar."""
         x, y = x.float(), y.float()
