@@ -330,7 +330,8 @@ class Codec(nn.Module):
         context.
 
         The fused latent is per frame (concat -> linear -> RVQ), so the encoder's features of a span, next to the
-        teacher's features of the same frames, give the codes of :meth:`encode_windows`. Arguments as there.
+        teacher's features of the same frames, give the codes of :meth:`encode_windows` (with ``teacher_window:
+        padded``; ``trimmed`` gives the teacher other windows). Arguments as there.
         """
         chunk = self._grid()[0]
         reach = self.encoder_context()
@@ -352,9 +353,9 @@ class Codec(nn.Module):
     def _chunk_features(self, tracks: list[Tensor], frames: list[int], batch: list[tuple[int, int]]) -> Tensor:
         """Teacher features [b, C, Ds] of the (track, chunk) pairs of one forward pass.
 
-        ``padded``: every window has the same length and runs in one batch. ``trimmed``: windows of equal
-        length run in one batch, others apart, so a chunk's features depend only on its track. Rows past a
-        track's end are unspecified (the caller drops them).
+        ``padded``: every window has the same length and runs in one batch. ``trimmed``
+        (:meth:`_trimmed_window`): windows of equal length run in one batch, others apart, never padded to a
+        common length. Rows past a track's end are unspecified (the caller drops them).
         """
         chunk, context, _ = self._grid()
         teacher = self.get_teacher()
