@@ -24,6 +24,7 @@ PRESET_SUFFIXES = (".yaml", ".yml")
 TEACHER_SOURCES = ("pretrained", "random", "imported")
 INFERENCE_MODES = ("default", "reference")
 DECODE_MODES = ("context", "per_chunk")
+TEACHER_WINDOWS = ("padded", "trimmed")
 INITS = ("default", "trunc_normal")  # codec.model.xcodec.INITS / LATENT_NORMS (kept torch-free here)
 LATENT_NORMS = ("none", "batch", "layer")
 
@@ -87,6 +88,11 @@ class InferenceConfig:
     track's end, and the first channel instead of the channel mean. ``decode: per_chunk`` decodes each chunk
     from its own codes only (the original's chunked reconstruction); ``context`` gives each chunk
     ``context_seconds`` of neighbouring codes. ``compile`` runs the acoustic encoder through ``torch.compile``.
+
+    ``teacher_window`` is what MuQ sees for chunk ``k`` in default mode (MuQ attends over its whole input, so
+    this is part of what the codes mean): ``padded`` (the schema default, hence every checkpoint written
+    before the key existed) the full ``chunk + 2 * context`` window with zeros outside the track; ``trimmed``
+    (the shipped presets) the same window clipped to the track, so a 3 s track runs MuQ on exactly 3 s.
     """
 
     chunk_seconds: float = 10.0
@@ -95,6 +101,7 @@ class InferenceConfig:
     mode: str = "default"
     decode: str = "context"
     compile: bool = False
+    teacher_window: str = "padded"
 
 
 @dataclass
@@ -271,6 +278,8 @@ def validate_codec_config(cfg: DictConfig) -> None:
 
     frame_rate = m.sample_rate // hop
     _check(inf.mode in INFERENCE_MODES, "inference.mode", f"must be one of {INFERENCE_MODES}, got {inf.mode!r}")
+    _check(inf.teacher_window in TEACHER_WINDOWS, "inference.teacher_window",
+           f"must be one of {TEACHER_WINDOWS}, got {inf.teacher_window!r}")
     _check(inf.decode in DECODE_MODES, "inference.decode", f"must be one of {DECODE_MODES}, got {inf.decode!r}")
     _check(inf.chunk_seconds > 0, "inference.chunk_seconds", f"must be > 0, got {inf.chunk_seconds}")
     _check(_is_whole(inf.chunk_seconds * frame_rate), "inference.chunk_seconds",

@@ -2,12 +2,14 @@
 
 Encoding is computed on a FIXED ABSOLUTE chunk grid so that codes do not depend on how a track is split
 or batched (MuQ attends globally over its input): chunk ``k`` covers frames ``[k*C, (k+1)*C)`` and is
-computed from the audio span ``[k*C*hop - ctx, (k+1)*C*hop + ctx)`` (zeros outside the track), keeping
-only its centre ``C`` frames. Every chunk has the same shape; ``window_seconds`` only sets how many chunks
-share one forward pass. Only MuQ needs those windows (it attends globally); the acoustic encoder is
-convolutional, so it runs once over each span of consecutive chunks with just its receptive field of
-context (a fraction of a second), giving the same codes as running it on every window. Decoding uses the
-same grid with code-frame context on each side (or, ``decode: per_chunk``, none).
+computed from the audio span ``[k*C*hop - ctx, (k+1)*C*hop + ctx)``, keeping only its centre ``C`` frames;
+``window_seconds`` only sets how many chunks share one forward pass. Only MuQ needs those windows (it
+attends globally, so what its window holds is part of the codes): ``inference.teacher_window: padded``
+gives it the full window with zeros outside the track, ``trimmed`` the window clipped to the track (a 3 s
+track costs MuQ 3 s, not 14 s). The acoustic encoder is convolutional, so it runs once over each span of
+consecutive chunks with just its receptive field of context (a fraction of a second), giving the same codes
+as running it on every padded window. Decoding uses the same grid with code-frame context on each side
+(or, ``decode: per_chunk``, none).
 
 Input conventions: ``[N]`` mono, ``[C, N]`` one track channels first, ``[B, C, N]`` a batch (optionally
 padded, with ``lengths``), or a list of ``[N]``/``[C, N]`` tracks; numpy or torch, any sample rate
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from codec.model.xcodec import XCodec
 
 PAD_CODE = -1  # frames past the end of a shorter track in a batch
+TEACHER_MIN_FRAMES = 2  # MuQ's mel STFT (n_fft 2048) reflect-pads 1024 samples: it needs more input than that
 
 
 class Codec(nn.Module):
@@ -149,7 +152,7 @@ class Codec(nn.Module):
 
     def configure(self, **inference: Any) -> Codec:
         """Change inference settings (``chunk_seconds``, ``context_seconds``, ``window_seconds``, ``mode``,
-        ``decode``, ``compile``), validated like the config. Returns self."""
+        ``teacher_window``, ``decode``, ``compile``), validated like the config. Returns self."""
         self.config = load_codec_config(self.config, {"inference": inference})
         return self
 
@@ -233,6 +236,18 @@ class Codec(nn.Module):
             stop = min(stop, self.num_frames(track.shape[-1]))
         return self._span(track, k * chunk - context, stop)
 
+    def _trimmed_window(self, frames: int, k: int) -> tuple[int, int]:
+        """Frames ``[lo, hi)`` MuQ sees for chunk k of a track of ``frames`` frames (``teacher_window: trimmed``).
+
+        The chunk plus its context, clipped to the track (padded to whole frames). A window shorter than MuQ's
+        minimum (:data:`TEACHER_MIN_FRAMES`: a last chunk without context) reaches further back into the
+        track; only a track shorter than that minimum is followed by zeros.
+        """
+        chunk, context, _ = self._grid()
+        hi = min(frames, (k + 1) * chunk + context)
+        lo = max(0, min(k * chunk - context, hi - TEACHER_MIN_FRAMES))
+        return lo, max(hi, lo + TEACHER_MIN_FRAMES)
+
     def encoder_context(self) -> int:
         """Code frames of context each side that make the acoustic encoder's output on a span equal its output
         on the whole zero-padded track: its receptive field's reach, rounded up to whole frames."""
@@ -272,8 +287,9 @@ class Codec(nn.Module):
         codes = torch.full((len(tracks), n_q, max(frames, default=0)), PAD_CODE, dtype=torch.int16)
         if any(frames):
             self._compile()
-            # the span encoder reproduces the windows only when their context covers the encoder's reach
-            literal = reference or self._grid()[1] < self.encoder_context()
+            # the span encoder reproduces the padded windows only when their context covers the encoder's reach
+            padded = self.config.inference.teacher_window == "padded"
+            literal = reference or (padded and self._grid()[1] < self.encoder_context())
             (self.encode_windows if literal else self._encode_spans)(tracks, frames, n_q, codes)
         return codes
 
@@ -287,7 +303,8 @@ class Codec(nn.Module):
         """The chunk grid computed literally: teacher AND acoustic encoder on every chunk's window.
 
         Reference mode's path (its windows have no context, so the encoder's edges matter). In default mode it
-        defines the codes that the faster :meth:`encode` reproduces (the tests compare the two).
+        always uses padded windows (``teacher_window`` is ignored) and defines the codes that :meth:`encode`
+        reproduces with ``teacher_window: padded`` (the tests compare the two).
 
         Args:
             tracks: mono 24 kHz tracks [N_i].
@@ -310,18 +327,18 @@ class Codec(nn.Module):
                     out[i, :, k * chunk:stop] = c[:, :stop - k * chunk].to(torch.int16)
 
     def _encode_spans(self, tracks: list[Tensor], frames: list[int], n_q: int, out: Tensor) -> None:
-        """Default mode: the teacher on the grid's windows, the acoustic encoder once per span of consecutive
-        chunks of a track (ending at the track's end) with :meth:`encoder_context` frames of context.
+        """Default mode: the teacher on the grid's windows (:meth:`_chunk_features`), the acoustic encoder once per
+        span of consecutive chunks of a track (ending at the track's end) with :meth:`encoder_context` frames of
+        context.
 
         The fused latent is per frame (concat -> linear -> RVQ), so the encoder's features of a span, next to the
-        teacher's features of the same frames, give the codes of :meth:`encode_windows`. Arguments as there.
+        teacher's features of the same frames, give the codes of :meth:`encode_windows` (with ``teacher_window:
+        padded``; ``trimmed`` gives the teacher other windows). Arguments as there.
         """
-        chunk, context, _ = self._grid()
+        chunk = self._grid()[0]
         reach = self.encoder_context()
-        teacher = self.get_teacher()
         for batch in self._jobs(frames):
-            x = torch.stack([self._window(tracks[i], k, chunk, context) for i, k in batch]).to(self.device)
-            features = teacher(x)[:, context:context + chunk]  # [b, C, Ds]
+            features = self._chunk_features(tracks, frames, batch)  # [b, C, Ds]
             spans = []  # (track, first frame, stop frame, teacher features [stop - first, Ds])
             for i, items in itertools.groupby(range(len(batch)), key=lambda n: batch[n][0]):
                 items = list(items)
@@ -334,6 +351,32 @@ class Codec(nn.Module):
                 codes = self.generator.encode(audio.to(self.device)[:, None], semantic, n_q)
                 for (i, start, stop, _), c in zip(group, codes[:, :n_q, reach:reach + length].cpu(), strict=True):
                     out[i, :, start:stop] = c.to(torch.int16)
+
+    def _chunk_features(self, tracks: list[Tensor], frames: list[int], batch: list[tuple[int, int]]) -> Tensor:
+        """Teacher features [b, C, Ds] of the (track, chunk) pairs of one forward pass.
+
+        ``padded``: every window has the same length and runs in one batch. ``trimmed``
+        (:meth:`_trimmed_window`): windows of equal length run in one batch, others apart, never padded to a
+        common length. Rows past a track's end are unspecified (the caller drops them).
+        """
+        chunk, context, _ = self._grid()
+        teacher = self.get_teacher()
+        if self.config.inference.teacher_window == "padded":
+            x = torch.stack([self._window(tracks[i], k, chunk, context) for i, k in batch]).to(self.device)
+            return teacher(x)[:, context:context + chunk]
+        windows = [self._trimmed_window(frames[i], k) for i, k in batch]
+        features = None
+        for length in dict.fromkeys(hi - lo for lo, hi in windows):
+            group = [n for n, (lo, hi) in enumerate(windows) if hi - lo == length]
+            x = torch.stack([self._span(tracks[batch[n][0]], *windows[n]) for n in group]).to(self.device)
+            out = teacher(x)  # [g, length, Ds]
+            if features is None:
+                features = out.new_zeros(len(batch), chunk, out.shape[-1])
+            for n, f in zip(group, out, strict=True):
+                start = batch[n][1] * chunk - windows[n][0]
+                kept = f[start:start + chunk]
+                features[n, :len(kept)] = kept
+        return features
 
     @torch.inference_mode()
     def decode(self, codes: Tensor | np.ndarray, n_q: int | None = None) -> Tensor:

@@ -15,6 +15,7 @@ from codec.config import load_codec_config
 
 # A small chunk grid keeps most tests fast; the 60 s acceptance test uses the shipped 10 s grid.
 SMALL_GRID = ["inference.chunk_seconds=1", "inference.context_seconds=0.4", "inference.window_seconds=2"]
+PADDED = "inference.teacher_window=padded"  # the MuQ windows of checkpoints written before the key
 
 
 @pytest.fixture(scope="module")
@@ -146,15 +147,116 @@ def check_span_encoding(codec: Codec, seconds: tuple[float, ...], batch: tuple[f
         assert torch.equal(fast[n, :, :codec.num_frames(lengths[n])], codec.encode(clips[s], 24000)[0])
 
 
-def test_encoder_once_per_span_gives_the_codes_of_every_window(codec):
-    """Small grid (1 s chunks, 0.4 s context, 2 chunks per pass): multi-chunk spans, mixed-track passes."""
-    check_span_encoding(codec, (0.5, 1.0, 2.5, 3.3), batch=(2.5, 0.5, 3.3, 1.0))
+def test_encoder_once_per_span_gives_the_codes_of_every_window():
+    """``teacher_window: padded``, small grid (1 s chunks, 0.4 s context, 2 chunks per pass): multi-chunk spans,
+    mixed-track passes."""
+    padded = Codec.from_pretrained("tiny", overrides=[*SMALL_GRID, PADDED])
+    check_span_encoding(padded, (0.5, 1.0, 2.5, 3.3), batch=(2.5, 0.5, 3.3, 1.0))
 
 
 @pytest.mark.slow
 def test_encoder_once_per_span_gives_the_codes_of_every_window_on_the_shipped_grid():
-    """The shipped 10 s grid over 0.5, 3, 10, 12.5 and 60 s tracks and a padded batch."""
-    check_span_encoding(Codec.from_pretrained("tiny"), (0.5, 3.0, 10.0, 12.5, 60.0), batch=(12.5, 0.5, 3.0, 10.0))
+    """``teacher_window: padded`` on the shipped 10 s grid over 0.5, 3, 10, 12.5 and 60 s tracks and a padded
+    batch: the codes of the previous default, bit for bit."""
+    check_span_encoding(Codec.from_pretrained("tiny", overrides=[PADDED]), (0.5, 3.0, 10.0, 12.5, 60.0),
+                        batch=(12.5, 0.5, 3.0, 10.0))
+
+
+def check_track_only_codes(overrides: list[str], seconds: tuple[float, ...], batch: tuple[float, ...],
+                           windows: tuple[float, ...]) -> None:
+    """``teacher_window: trimmed`` codes of each track are equal for every ``window_seconds`` and inside a padded
+    batch (next to other tracks, some of the same length) as alone."""
+    codecs = [Codec.from_pretrained("tiny", overrides=[*overrides, f"inference.window_seconds={w}"]) for w in windows]
+    assert all(c.config.inference.teacher_window == "trimmed" for c in codecs)
+    assert len({c._grid()[2] for c in codecs}) == len(windows)  # really different chunks per pass
+    clips = {s: music_clip(s, seed=40 + i)[:, 0] for i, s in enumerate(seconds)}
+    alone = {s: codecs[0].encode(x, 24000) for s, x in clips.items()}
+    for s, x in clips.items():
+        assert alone[s].shape == (1, 8, codecs[0].num_frames(x.shape[0])) and alone[s].min() >= 0, s
+        for c in codecs[1:]:
+            assert torch.equal(c.encode(x, 24000), alone[s]), (s, c.config.inference.window_seconds)
+    items = [clips[s] for s in batch]
+    padded = np.full((len(items), 1, max(len(x) for x in items)), 0.5, np.float32)  # garbage past `lengths`
+    for n, x in enumerate(items):
+        padded[n, 0, :len(x)] = x
+    lengths = [len(x) for x in items]
+    for c in codecs:
+        codes = c.encode(padded, 24000, lengths=lengths)
+        for n, s in enumerate(batch):
+            assert torch.equal(codes[n:n + 1, :, :alone[s].shape[-1]], alone[s]), (s, c.config.inference.window_seconds)
+
+
+def test_trimmed_codes_depend_only_on_the_track():
+    """Shipped 10 s grid: 0.5, 3, 10 and 12.5 s tracks (12.5 s: MuQ windows of 12 s and 4.5 s)."""
+    check_track_only_codes([], (0.5, 3.0, 10.0, 12.5), batch=(12.5, 0.5, 3.0, 10.0, 0.5, 3.0), windows=(10, 30))
+
+
+def test_trimmed_codes_depend_only_on_the_track_on_a_small_grid():
+    """1 s chunks: multi-chunk tracks, a track shorter than one frame (0.02 s), last chunks of several lengths;
+    and without context (a last chunk of one frame borrows one more frame of the track: MuQ needs two)."""
+    seconds = (0.02, 0.5, 1.0, 1.04, 2.5, 3.3)
+    check_track_only_codes(SMALL_GRID[:2], seconds, batch=(2.5, 0.02, 3.3, 1.04, 2.5, 0.5), windows=(1, 2, 3))
+    no_context = ["inference.chunk_seconds=1", "inference.context_seconds=0"]
+    check_track_only_codes(no_context, (1.04, 2.5), batch=(2.5, 1.04, 1.04), windows=(1, 2))
+
+
+@pytest.mark.slow
+def test_trimmed_codes_depend_only_on_the_track_on_sixty_seconds():
+    check_track_only_codes([], (60.0, 12.5), batch=(60.0, 12.5, 60.0), windows=(10, 30))
+
+
+def semantic_seen_by_quantizer(codec: Codec, x: np.ndarray, monkeypatch) -> torch.Tensor:
+    """The teacher features [T, Ds] that ``codec.encode(x)`` fuses with the acoustic latent (x: one span)."""
+    seen = []
+    encode = codec.generator.encode
+
+    def spy(audio, semantic, n_q=None):
+        seen.append(semantic)
+        return encode(audio, semantic, n_q)
+
+    with monkeypatch.context() as m:
+        m.setattr(codec.generator, "encode", spy)
+        frames = codec.encode(x, 24000).shape[-1]
+    assert len(seen) == 1
+    reach = codec.encoder_context()
+    return seen[0][0, reach:reach + frames]
+
+
+def test_trimmed_teacher_sees_only_the_track(monkeypatch):
+    """Trimmed MuQ features of a short track are MuQ run directly on the track (no zeros past its last frame),
+    and a later chunk's are MuQ on that chunk plus its context clipped to the track."""
+    codec = Codec.from_pretrained("tiny")
+    padded = Codec.from_pretrained("tiny", overrides=[PADDED])
+    teacher = padded.teacher = codec.get_teacher()
+    for seconds in (0.5, 3.0):
+        x = music_clip(seconds, seed=50)[:, 0]
+        frames = codec.num_frames(x.shape[0])
+        track = torch.nn.functional.pad(torch.from_numpy(x), (0, frames * 960 - x.shape[0]))[None]
+        with torch.inference_mode():
+            direct = teacher(track)[0]
+        assert torch.equal(semantic_seen_by_quantizer(codec, x, monkeypatch), direct), seconds
+        assert not torch.allclose(semantic_seen_by_quantizer(padded, x, monkeypatch), direct)  # the zeros matter
+    x = music_clip(12.5, seed=51)[:, 0]  # 313 frames: chunk 0 sees frames [0, 300), chunk 1 [200, 313)
+    track = torch.nn.functional.pad(torch.from_numpy(x), (0, 313 * 960 - x.shape[0]))[None]
+    with torch.inference_mode():
+        first, second = teacher(track[:, :300 * 960])[0, :250], teacher(track[:, 200 * 960:])[0, 50:]
+    assert torch.equal(semantic_seen_by_quantizer(codec, x, monkeypatch), torch.cat([first, second]))
+
+
+def test_config_without_teacher_window_is_padded(tmp_path):
+    """A checkpoint's config.yaml written before ``inference.teacher_window`` existed loads as ``padded`` and
+    keeps its codes; the shipped presets are ``trimmed``."""
+    assert load_codec_config("muq_xcodec").inference.teacher_window == "trimmed"
+    assert load_codec_config("tiny").inference.teacher_window == "trimmed"
+    directory = Codec.from_pretrained("tiny", overrides=SMALL_GRID).save_pretrained(tmp_path / "old")
+    stored = (directory / CONFIG_FILE).read_text()
+    assert "teacher_window: trimmed" in stored
+    (directory / CONFIG_FILE).write_text("".join(line for line in stored.splitlines(keepends=True)
+                                                 if "teacher_window" not in line))
+    old = Codec.from_pretrained(directory)
+    assert old.config.inference.teacher_window == "padded"
+    x = music_clip(2.5, seed=52)[:, 0]
+    assert torch.equal(old.encode(x, 24000), encode_every_window(old, x))
 
 
 def test_encoder_context_covers_the_receptive_field():
@@ -171,7 +273,7 @@ def test_encoder_context_covers_the_receptive_field():
     assert changed.min() >= 50 - reach and changed.max() <= 50 + reach
     assert changed.max() - changed.min() >= reach  # the reach is not grossly over-estimated
     # a grid whose context is shorter than the reach keeps the literal windows (the span encoder would differ)
-    short = Codec.from_pretrained("tiny", overrides=[*SMALL_GRID, "inference.context_seconds=0.2"])
+    short = Codec.from_pretrained("tiny", overrides=[*SMALL_GRID, "inference.context_seconds=0.2", PADDED])
     assert short._grid()[1] < reach
     clip = music_clip(2.5, seed=33)[:, 0]
     assert torch.equal(short.encode(clip, 24000), encode_every_window(short, clip))
