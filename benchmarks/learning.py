@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     uri = args.mlflow_uri or f"sqlite:///{(args.out / 'mlflow.db').resolve()}"
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)  # a script of its own: the fluent API is fine here
+    if mlflow.get_experiment_by_name(args.experiment) is None:  # artifacts beside the store, never ./mlruns
+        mlflow.create_experiment(args.experiment, artifact_location=(args.out / "mlartifacts").resolve().as_uri())
     mlflow.set_experiment(args.experiment)
     history: list[tuple[int, LearningReport]] = []  # full evaluations
     usage_history: list[tuple[int, LearningReport]] = []  # codes-only evaluations
