@@ -93,7 +93,9 @@ class ScheduleSection:
     max_failures: int = 2
     val_quantizers: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     num_audio_samples: int = 1
-    find_unused_parameters: bool = True  # quantizer dropout leaves codebooks without grads
+    # DDP's extra autograd-graph pass per step; off: every parameter gets a gradient (quantizer dropout masks
+    # RVQ layers but runs them all). Turn on for a model change that leaves parameters out of a step.
+    find_unused_parameters: bool = False
 
 
 @dataclass
