@@ -78,7 +78,7 @@ def ray_worker(config: dict) -> None:
 
     torch.set_num_threads(config["threads"])
     cfg = from_dict(config["train"])
-    kwargs = {"find_unused_parameters": True}
+    kwargs = {"find_unused_parameters": bool(cfg.schedule.find_unused_parameters)}
     g = ray.train.torch.prepare_model(build_generator(cfg.codec), parallel_strategy_kwargs=kwargs)
     d = ray.train.torch.prepare_model(build_discriminator(cfg.codec), parallel_strategy_kwargs=kwargs)
     step_fn = build_train_step(cfg.codec, g, d, device=ray.train.torch.get_device())

@@ -54,7 +54,9 @@ class LoaderSection:
 
     ``source: shards`` reads the WebDataset shards of the ``data`` section (``pipelines.data.dataset``, train and
     validation splits by track hash); ``source: synthetic`` makes ``num_synthetic`` seeded music-like
-    clips per split in memory (smoke runs, benchmarks). ``batch_size`` is per worker. ``materialize``
+    clips per split in memory (smoke runs, benchmarks). ``batch_size`` is per worker;
+    ``shuffle_buffer_batches`` sizes each worker's local shuffle buffer in batches (0: no local shuffle).
+    ``materialize``
     computes the train set once before training (small smoke datasets only: every epoch then replays
     the same segments).
     """
@@ -65,6 +67,7 @@ class LoaderSection:
     val_batches: int = 1
     num_synthetic: int = 16
     materialize: bool = False
+    shuffle_buffer_batches: int = 4
 
 
 @dataclass
@@ -90,7 +93,9 @@ class ScheduleSection:
     max_failures: int = 2
     val_quantizers: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     num_audio_samples: int = 1
-    find_unused_parameters: bool = True  # quantizer dropout leaves codebooks without grads
+    # DDP's extra autograd-graph pass per step; off: every parameter gets a gradient (quantizer dropout masks
+    # RVQ layers but runs them all). Turn on for a model change that leaves parameters out of a step.
+    find_unused_parameters: bool = False
 
 
 @dataclass
@@ -231,6 +236,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key in ("batch_size", "val_batch_size", "val_batches", "num_synthetic"):
         if ld[key] < 1:
             fail(f"loader.{key}", f"must be >= 1, got {ld[key]}")
+    if ld.shuffle_buffer_batches < 0:
+        fail("loader.shuffle_buffer_batches", f"must be >= 0, got {ld.shuffle_buffer_batches}")
     s = cfg.scaling
     if s.num_workers < 1:
         fail("scaling.num_workers", f"must be >= 1, got {s.num_workers}")

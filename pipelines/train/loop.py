@@ -106,21 +106,68 @@ def restore_checkpoint(checkpoint: ray.train.Checkpoint, rank: int, generator: t
     return train_state, meta, rng
 
 
-def batches_forever(shard: Any, batch_size: int, device: torch.device, seed: int) -> Iterator[dict]:
-    """Epoch after epoch of ``{"audio": [B,1,L], "semantic": [B,T,D]}`` batches (full batches only).
+def all_ranks_agree(flag: bool, device: torch.device) -> bool:
+    """True on every rank iff ``flag`` is true on every rank (a one-element MIN all-reduce; a no-op
+    without a process group or with one rank)."""
+    import torch.distributed as dist
 
-    Rows are shuffled locally (a buffer of 4 batches) with a seed that changes every epoch.
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def full_batches(batches: Iterator[dict], batch_size: int) -> Iterator[dict]:
+    """Re-cut a stream of dict batches into batches of exactly ``batch_size`` rows; a short tail is dropped.
+
+    Ray Data's local shuffle buffer can yield short batches mid-stream (ray-project/ray#66085); their rows
+    are carried into the next batch instead of becoming a short training step.
+    """
+    carry: dict | None = None
+    for batch in batches:
+        if carry is not None:
+            batch = {k: torch.cat([carry[k], v]) for k, v in batch.items()}
+        n = len(next(iter(batch.values())))
+        start = 0
+        while n - start >= batch_size:
+            yield {k: v[start:start + batch_size] for k, v in batch.items()}
+            start += batch_size
+        carry = {k: v[start:] for k, v in batch.items()} if start < n else None
+
+
+def batches_forever(shard: Any, batch_size: int, device: torch.device, seed: int,
+                    shuffle_buffer_batches: int = 4) -> Iterator[dict]:
+    """Epoch after epoch of ``{"audio": [B,1,L], "semantic": [B,T,D]}`` batches, in lockstep on every rank.
+
+    Shards split with ``streaming_split(equal=True)`` hold equal rows, not equal batches, and every new epoch
+    is a barrier across ranks: a rank that ran out first would wait there while the others wait for it in
+    DDP's all-reduce (a silent hang). So before each batch all ranks agree (:func:`all_ranks_agree`) that
+    each has a full batch; when one has not, the epoch ends on every rank (the others drop their rest) and
+    every rank yields exactly the same number of batches. Rows are shuffled locally (a buffer of
+    ``shuffle_buffer_batches`` batches, 0 = off) with a seed that changes every epoch.
+
+    Raises:
+        RuntimeError: (on every rank) an epoch in which some rank had no full batch at all.
     """
     epoch = 0
     while True:
+        shuffle = {"local_shuffle_buffer_size": shuffle_buffer_batches * batch_size,
+                   "local_shuffle_seed": seed + epoch} if shuffle_buffer_batches > 0 else {}
+        raw = iter(shard.iter_torch_batches(batch_size=batch_size, device=device, dtypes=torch.float32,
+                                            **shuffle))
+        rows = full_batches(raw, batch_size)
         n = 0
-        for batch in shard.iter_torch_batches(batch_size=batch_size, drop_last=True, device=device,
-                                              dtypes=torch.float32, local_shuffle_buffer_size=4 * batch_size,
-                                              local_shuffle_seed=seed + epoch):
-            n += 1
-            yield batch
+        try:
+            while all_ranks_agree((batch := next(rows, None)) is not None, device):
+                n += 1
+                yield batch
+        finally:
+            rows.close()
+            getattr(raw, "close", lambda: None)()
         if n == 0:
-            raise RuntimeError(f"the train dataset shard has fewer than loader.batch_size={batch_size} rows")
+            raise RuntimeError(f"a rank's train dataset shard has fewer than loader.batch_size={batch_size} rows "
+                               "in an epoch")
         epoch += 1
 
 
@@ -184,7 +231,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     shard = ray.train.get_dataset_shard("train")
     batches = batches_forever(shard, int(cfg.loader.batch_size), device,
-                              int(cfg.run.seed) * 1000 + rank * 7919 + start_step)
+                              int(cfg.run.seed) * 1000 + rank * 7919 + start_step,
+                              int(cfg.loader.shuffle_buffer_batches))
     t0, last_step, metrics = time.perf_counter(), step_fn.step, {}
     while step_fn.step < sc.max_steps:
         maybe_inject_failure(cfg, config["run_dir"], rank, step_fn.step + 1)
@@ -202,6 +250,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             validator.run(unwrap(generator), ray.train.get_dataset_shard("validation"), tracker, step)
         if step % sc.checkpoint_every == 0 or step == sc.max_steps:
             report(step_fn, metrics, cfg, run_id, rank)
+    batches.close()  # ends this rank's dataset iterator now, not at garbage collection
 
     if tracker is not None:
         export_and_log_model(unwrap(generator), cfg, tracker, step_fn.step)

@@ -22,6 +22,7 @@ class FlakyProxy:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.up = True
+        self.refused = 0  # connections refused while down
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -35,6 +36,7 @@ class FlakyProxy:
             if not self.up:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 client.close()
+                self.refused += 1
                 continue
             server = socket.create_connection(self.upstream)
             with self.lock:
@@ -93,29 +95,45 @@ def test_s3_outage_mid_tokenization(ray_local, moto_s3, s3_bucket, drill_tiny_di
         return [o["Key"] for o in out]
 
     outage = {}
+    running = threading.Event()  # set while the first run_tokenize call is in progress
 
     def saboteur():
         deadline = time.monotonic() + 300
         while not markers() and time.monotonic() < deadline:
             time.sleep(0.2)
         outage["at_markers"] = len(markers())
+        outage["job_running_at_start"] = running.is_set()
         proxy.down()
-        time.sleep(6.0)
+        start = time.monotonic()
+        while time.monotonic() - start < 6.0 or (proxy.refused == 0 and time.monotonic() - start < 60):
+            time.sleep(0.2)  # at least 6 s, and until the job has tried S3 during the outage
+        outage["refused"] = proxy.refused
+        outage["job_running_at_end"] = running.is_set()
         proxy.up = True
-        outage["seconds"] = 6.0
+        outage["seconds"] = round(time.monotonic() - start, 1)
 
     t = threading.Thread(target=saboteur, daemon=True)
     t.start()
     t0 = time.perf_counter()
+    running.set()
+    raised = False
     try:
         first = run_tokenize(cfg, log=lambda _: None)
         first_outcome = f"completed ok={first.ok}, failed={sorted(first.failed)}"
     except Exception as e:  # noqa: BLE001  (a clear error is an accepted outcome; the rerun must recover)
+        raised = True
         first_outcome = f"raised {type(e).__name__}: {str(e)[:200]}"
         assert "s3" in str(e).lower() or "connect" in str(e).lower() or "endpoint" in str(e).lower(), str(e)
+    finally:
+        running.clear()
     first_s = time.perf_counter() - t0
-    t.join(timeout=60)
+    t.join(timeout=90)
     proxy.up = True
+    # The fault happened to a running job: it began mid-run, the job's S3 connections were refused during it,
+    # and the job was still running when it ended (or the first run failed on it with a clear error).
+    assert outage.get("job_running_at_start"), f"the outage began after the first run ended: {outage}"
+    assert outage["refused"] >= 1, f"the job made no S3 connection during the outage: {outage}"
+    assert outage["job_running_at_end"] or raised, f"the first run finished before the outage ended: {outage}"
 
     def done_markers():
         import json
@@ -137,6 +155,7 @@ def test_s3_outage_mid_tokenization(ray_local, moto_s3, s3_bucket, drill_tiny_di
     ref = {k: v for k, v in tree_bytes(tmp_path / "clean").items() if k.endswith(".tar")}
     assert {k: read(k) for k in ref} == ref, "token shards differ from a clean local run"
     proxy.close()
-    print(f"S3 outage of {outage.get('seconds')} s after {outage.get('at_markers')} done marker(s): first run "
+    print(f"S3 outage of {outage.get('seconds')} s after {outage.get('at_markers')} done marker(s), "
+          f"{outage['refused']} connection(s) refused: first run "
           f"{first_outcome} in {first_s:.1f} s; {valid_after_outage} marked shard(s) valid; rerun ran "
           f"{second.shards_run} shard(s) -> 4/4 valid, tars byte-identical to a clean local run")

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,8 +37,9 @@ def test_bad_config_fails_before_ray(tmp_path, override, key):
     assert not (tmp_path / "mlflow.db").exists()  # no MLflow run either
 
 
-def cluster_script(port: int, dashboard_port: int, entrypoint: str, log: Path) -> str:
-    """Bash: start a loopback head node, submit the job, always ``ray stop`` (trap).
+def cluster_script(port: int, dashboard_port: int, entrypoint: str, log: Path, temp_dir: str) -> str:
+    """Bash: start a loopback head node (its own ``--temp-dir``) and submit the job. No ``ray stop``: it
+    would end every Ray on the machine; :func:`stop_cluster` ends this cluster alone.
 
     Every port Ray would otherwise take by default (client server 10001, dashboard agent 52365, ...) is a
     free one, so the cluster can coexist with other local Ray instances (e.g. the ``ray_local`` fixture).
@@ -48,9 +50,9 @@ def cluster_script(port: int, dashboard_port: int, entrypoint: str, log: Path) -
         "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port"))
     return f"""
 set -uo pipefail
-trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
 ray start --head --node-ip-address 127.0.0.1 --port {port} --dashboard-host 127.0.0.1 \\
-    --dashboard-port {dashboard_port} --num-cpus 2 --disable-usage-stats {ports} >/dev/null || exit 1
+    --dashboard-port {dashboard_port} --num-cpus 2 --disable-usage-stats --temp-dir {temp_dir} {ports} \\
+    >/dev/null || exit 1
 for attempt in $(seq 1 20); do
     if ray job submit --address http://127.0.0.1:{dashboard_port} --working-dir . -- {entrypoint} >{log} 2>&1; then
         cat {log}; exit 0
@@ -63,6 +65,43 @@ exit 1
 """
 
 
+def cluster_processes(pgid: int, temp_dir: str) -> list:
+    """Processes of the cluster started by the script: its process group, every process whose command line
+    names the cluster's own temp dir (GCS, raylet, dashboard, agents), and their descendants (workers)."""
+    import psutil
+
+    found = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getpgid(p.pid) == pgid or any(temp_dir in a for a in p.info["cmdline"] or ()):
+                found[p.pid] = p
+                found.update({c.pid: c for c in p.children(recursive=True)})
+        except (psutil.Error, ProcessLookupError):
+            pass
+    return list(found.values())
+
+
+def stop_cluster(pgid: int, temp_dir: str) -> None:
+    """End only the cluster of :func:`cluster_script` (SIGTERM, then SIGKILL); fail if any of it survives."""
+    import psutil
+
+    procs = cluster_processes(pgid, temp_dir)
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    left = [p.pid for p in cluster_processes(pgid, temp_dir) if p.is_running()]
+    assert not left, f"processes of the test's Ray cluster survived: {left}"
+
+
 @pytest.mark.slow
 def test_ray_job_submit_trains_and_registers(tmp_path, mlflow_sqlite):
     from mlflow import MlflowClient
@@ -73,21 +112,22 @@ def test_ray_job_submit_trains_and_registers(tmp_path, mlflow_sqlite):
                   f"loader.num_synthetic=8 schedule.max_steps=4 schedule.val_every=4 schedule.checkpoint_every=2 "
                   f"run.name=submitted run.storage_path={tmp_path / 'ray_results'} "
                   f"tracking.uri={tracking_uri} tracking.register_name=submitted-codec tracking.alias=smoke")
-    script = cluster_script(free_port(), free_port(), entrypoint, tmp_path / "submit.log")
+    temp_dir = tempfile.mkdtemp(prefix="ray-job-test-")  # short: Ray's socket paths live under it
+    script = cluster_script(free_port(), free_port(), entrypoint, tmp_path / "submit.log", temp_dir)
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HF_HUB_OFFLINE": "1", "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
            # Token auth on our own throwaway cluster: the CLI and the cluster share this token.
            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env.pop("RAY_ADDRESS", None)
-    # A private PID namespace scopes `ray stop` to this cluster (it kills Ray processes by name).
-    cmd = ["bash", "-c", script]
-    if shutil.which("unshare") and subprocess.run(["unshare", "--fork", "--pid", "--mount-proc", "true"],
-                                                  capture_output=True).returncode == 0:
-        cmd = ["unshare", "--fork", "--pid", "--mount-proc", "--kill-child", *cmd]
-    else:
-        pytest.skip("needs `unshare --pid` so that `ray stop` cannot stop other Ray clusters on this machine")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    out = proc.stdout + proc.stderr
+    # A new session: the cluster's processes are found by process group and temp dir and stopped alone.
+    proc = subprocess.Popen(["bash", "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+        stop_cluster(proc.pid, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert proc.returncode == 0, out[-5000:]
     assert "succeeded" in out, out[-5000:]
 

@@ -198,3 +198,27 @@ def test_failure_marker_on_s3(s3_bucket):
     with pytest.raises(InjectedFailure):
         maybe_inject_failure(cfg, f"s3://{s3_bucket}/ray_results/run", rank=0, step=1)
     maybe_inject_failure(cfg, f"s3://{s3_bucket}/ray_results/run", rank=0, step=1)
+
+
+def test_ddp_without_find_unused_parameters_by_default():
+    """Every parameter gets a gradient (quantizer dropout masks RVQ layers but runs them all), so DDP's extra
+    graph pass is off by default in the schema and every shipped config, and stays a config option."""
+    for path in [None, *sorted((REPO / "configs" / "train").glob("*.yaml"))]:
+        if path is not None and "finetune" in path.name:
+            continue  # needs init.checkpoint; same schema default
+        assert load_train_config(path).schedule.find_unused_parameters is False, path
+    assert load_train_config(None, ["schedule.find_unused_parameters=true"]).schedule.find_unused_parameters
+
+
+def test_full_batches_recut_short_batches():
+    from pipelines.train.loop import all_ranks_agree, full_batches
+
+    sizes = [4, 2, 4, 3, 1, 4, 2]  # short batches mid-stream, as a local shuffle buffer yields them
+    start, stream = 0, []
+    for n in sizes:
+        stream.append({"audio": torch.arange(start, start + n).float()})
+        start += n
+    out = list(full_batches(iter(stream), 4))
+    assert [len(b["audio"]) for b in out] == [4] * (sum(sizes) // 4)
+    assert torch.equal(torch.cat([b["audio"] for b in out]), torch.arange(sum(sizes) // 4 * 4).float())
+    assert all_ranks_agree(True, torch.device("cpu")) and not all_ranks_agree(False, torch.device("cpu"))
