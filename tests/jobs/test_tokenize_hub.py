@@ -21,18 +21,6 @@ from pipelines.common.models import model_ref_problem, resolve_model
 from pipelines.train.config import absolute_path
 
 
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache for this process (and, through the environment, for subprocesses)."""
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
 @pytest.fixture(scope="module")
 def two_codecs(tmp_path_factory):
     from codec import Codec
