@@ -1,4 +1,4 @@
-"""Shared fixtures: offline Hugging Face, a loopback-only local Ray, MLflow stores and a moto S3 server."""
+"""Shared fixtures: offline Hugging Face (and an empty HF cache), a loopback-only local Ray, MLflow stores and a moto S3 server."""
 
 from __future__ import annotations
 
@@ -104,3 +104,16 @@ def s3_bucket(moto_s3):
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_s3).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache used by huggingface_hub for this test (as HF_HUB_CACHE would set it; through
+    the environment, for subprocesses too)."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache

@@ -1,13 +1,15 @@
 """Model references, the one resolver every job uses: check, pin, fetch and load a codec reference.
 
 A reference is a preset name (``tiny``, ``debug``, ``muq_xcodec``: whatever ``Codec.from_pretrained`` accepts),
-a checkpoint directory, or an MLflow URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
+a checkpoint directory, a Hugging Face Hub id (``ORG/NAME[@REVISION]``, ``hf://ORG/NAME[@REVISION]``; the rule
+that tells it from a directory is :mod:`codec.hub`'s), or an MLflow URI (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``,
 ``models:/MODEL_ID``, ``runs:/RUN_ID/PATH``) looked up in the job's ``tracking:`` store, never in a store the
 job was not pointed at (``codec.checkpoint.model_store``).
 
 An alias can move while a job runs; every actor must load the same weights, and every output must say
 which. :func:`resolve_model` turns the configured reference into a :class:`ModelRef` whose ``load_uri`` is
-pinned (``models:/NAME/VERSION``, a run URI, an absolute dir or a preset name).
+pinned (``models:/NAME/VERSION``, a run URI, ``hf://ORG/NAME@<commit sha>``, an absolute dir or a preset
+name).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from codec.checkpoint import CONFIG_FILE, find_model, model_store, resolve_checkpoint_dir
 from codec.config import ConfigError, frame_rate, hop_length, list_presets, load_codec_config
+from codec.hub import is_hub_ref, pin_hub_ref
 from pipelines.common.tracking import LOGGED_MODEL_TAG
 
 LOGGED_MODEL_RE = re.compile(r"^models:/m-[0-9a-f]+$")
@@ -34,15 +37,18 @@ def presets() -> list[str]:
 
 
 def model_ref_problem(model: str) -> str | None:
-    """Why ``model`` is not a usable model reference (MLflow URI, preset or checkpoint dir), or None."""
+    """Why ``model`` is not a usable model reference (MLflow URI, Hub id, preset or checkpoint dir), or None."""
     m = model.strip()
     if not m:
         return "empty"
     if m.startswith(("models:/", "runs:/")):
         if not MODEL_URI_RE.match(m):
             return f"{m!r} is not models:/NAME@ALIAS, models:/NAME/VERSION, models:/MODEL_ID or runs:/RUN_ID/PATH"
-    elif m not in presets() and "://" not in m and not Path(m).is_dir():
-        return f"{m!r} is not an MLflow model URI, a preset {tuple(presets())} or an existing checkpoint dir"
+    elif m.startswith("hf://") and not is_hub_ref(m):
+        return f"{m!r} is not a Hugging Face model id (hf://ORG/NAME or hf://ORG/NAME@REVISION)"
+    elif m not in presets() and "://" not in m and not Path(m).is_dir() and not is_hub_ref(m):
+        return (f"{m!r} is not an MLflow model URI, a Hugging Face id (ORG/NAME), a preset {tuple(presets())} "
+                "or an existing checkpoint dir")
     return None
 
 
@@ -80,9 +86,9 @@ class ModelRef:
     Attributes:
         uri: as configured (e.g. ``models:/codec@prod``).
         load_uri: what the actors load (``models:/codec/3``, ``runs:/ID/PATH``, ``/abs/dir``, ``tiny``).
-        kind: "registry", "logged_model", "run", "dir" or "preset".
-        name: registered model name (registry only).
-        version: registry version, run id, ``sha256:<weights digest>`` or ``preset:<name>``.
+        kind: "registry", "logged_model", "run", "hub", "dir" or "preset".
+        name: registered model name (registry) or Hub repo id (hub).
+        version: registry version, run id, Hub commit sha, ``sha256:<weights digest>`` or ``preset:<name>``.
         run_id: the MLflow run that produced the model, when known.
         model_id: MLflow 3 logged-model id, when known (lineage link).
     """
@@ -115,7 +121,8 @@ def resolve_model(uri: str, mlflow_uri: str | None = None) -> ModelRef:
     Args:
         uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` (a number, ``latest`` or a stage),
             ``models:/MODEL_ID``,
-            ``runs:/RUN_ID/PATH``, a checkpoint dir, or a preset name (:func:`presets`).
+            ``runs:/RUN_ID/PATH``, a Hub id (``ORG/NAME[@REV]``, ``hf://ORG/NAME[@REV]``), a checkpoint dir,
+            or a preset name (:func:`presets`).
         mlflow_uri: the job's tracking store (registry and run URIs only; see ``codec.checkpoint.model_store``).
 
     Returns:
@@ -123,7 +130,12 @@ def resolve_model(uri: str, mlflow_uri: str | None = None) -> ModelRef:
 
     Raises:
         mlflow.exceptions.MlflowException: unknown model, alias, version or run.
+        FileNotFoundError: a Hub id that is neither reachable nor in the Hugging Face cache (offline).
     """
+    if is_hub_ref(uri):  # pinned here, on the driver: every actor loads this one commit
+        pinned = pin_hub_ref(uri)
+        repo_id, _, sha = pinned[len("hf://"):].partition("@")
+        return ModelRef(uri=uri, load_uri=pinned, kind="hub", name=repo_id, version=sha)
     if uri.startswith(("models:/", "runs:/")):
         from mlflow import MlflowClient
 

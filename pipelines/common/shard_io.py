@@ -2,7 +2,7 @@
 
 Local or ``s3://`` through :mod:`pipelines.common.storage`. Layout of an output prefix::
 
-    OUTPUT/NAME.tar           one per input shard NAME.tar: KEY.codes.npy + KEY.json per track
+    OUTPUT/NAME.tar           one per input shard NAME.tar: KEY.codes.npy + KEY.json per track (or NAME.parquet)
     OUTPUT/_done/NAME.json    done marker (shard summary), written LAST and atomically
     OUTPUT/manifest.json      model, config hash, one entry per shard
     OUTPUT/stats.json         tracks, hours, tokens, codebook usage/perplexity, skipped tracks
@@ -191,8 +191,8 @@ def remove(url: str, storage: StorageConfig | None = None) -> None:
 
 
 def done_url(output: str, name: str) -> str:
-    """Done marker of output shard ``name``: ``NAME.tar`` -> ``OUTPUT/_done/NAME.json``."""
-    return join(output, DONE_DIR, name[: -len(".tar")] + ".json")
+    """Done marker of output shard ``name``: ``NAME.tar`` (or ``NAME.parquet``) -> ``OUTPUT/_done/NAME.json``."""
+    return join(output, DONE_DIR, posixpath.splitext(name)[0] + ".json")
 
 
 def read_done(output: str, storage: StorageConfig | None = None) -> dict[str, dict[str, Any]]:

@@ -25,6 +25,7 @@ from pipelines.common.config import (
 )
 from pipelines.common.models import model_ref_problem
 from pipelines.common.storage import StorageConfig
+from pipelines.tokenize.writers import FORMATS
 
 FORMAT_VERSION = 1
 
@@ -60,7 +61,9 @@ class TokenizeConfig:
             model), ``runs:/RUN_ID/PATH``, a local
             checkpoint dir, or the "tiny"/"debug" preset (random weights, demos only).
         input: shard dir/prefix, glob or brace pattern, local or ``s3://``.
-        output: output dir/prefix, local or ``s3://``; gets one shard per input shard (same name).
+        output: output dir/prefix, local or ``s3://``; gets one file per input shard (same name).
+        output_format: "tar" (WebDataset: ``KEY.codes.npy`` + ``KEY.json``) or "parquet" (one row per
+            track; loads with ``datasets.load_dataset("parquet", ...)``); see :mod:`pipelines.tokenize.writers`.
         n_q: codebooks to keep (None = all).
         overwrite: redo shards that are already done.
         progress: show a progress bar.
@@ -71,6 +74,7 @@ class TokenizeConfig:
     model: str = MISSING
     input: str = MISSING
     output: str = MISSING
+    output_format: str = "tar"
     n_q: int | None = None
     overwrite: bool = False
     progress: bool = True
@@ -108,6 +112,8 @@ def check_tokenize_config(cfg: TokenizeConfig) -> None:
             fail(key, "empty")
     if cfg.input.rstrip("/") == cfg.output.rstrip("/"):
         fail("output", "must differ from input")
+    if cfg.output_format not in FORMATS:
+        fail("output_format", f"{cfg.output_format!r} not in {FORMATS}")
     if cfg.n_q is not None:
         check_n_q("n_q", [cfg.n_q])
     c = cfg.compute
@@ -119,15 +125,19 @@ def check_tokenize_config(cfg: TokenizeConfig) -> None:
     check_tracking(cfg.tracking)
 
 
-def config_hash(model_version_uri: str, n_q: int) -> str:
-    """Hash of everything that determines the output codes (not paths or compute layout).
+def config_hash(model_version_uri: str, n_q: int, output_format: str = "tar") -> str:
+    """Hash of everything that determines the output files (not paths or compute layout).
 
     Args:
         model_version_uri: the concrete model (``models:/NAME/V``, ``runs:/...``, a weights digest).
         n_q: codebooks kept.
+        output_format: "tar" or "parquet" (tar hashes as before the format existed, so old outputs resume).
 
     Returns:
         16 hex chars.
     """
-    blob = json.dumps({"format": FORMAT_VERSION, "model": model_version_uri, "n_q": n_q}, sort_keys=True)
+    spec = {"format": FORMAT_VERSION, "model": model_version_uri, "n_q": n_q}
+    if output_format != "tar":
+        spec["output_format"] = output_format
+    blob = json.dumps(spec, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -21,6 +21,7 @@ from pipelines.common.storage import StorageConfig
 from pipelines.common.tracking import RunLogger, loggable_params, resolve_tracking_uri
 from pipelines.tokenize.config import TokenizeConfig, config_hash
 from pipelines.tokenize.stats import build_manifest, build_stats
+from pipelines.tokenize.writers import make_writer
 
 
 @dataclass
@@ -71,12 +72,15 @@ def plan_tokenize(cfg: TokenizeConfig) -> TokenizePlan:
     model = resolve_model(cfg.model, mlflow_uri)
     if cfg.n_q is not None:  # else every track fails to encode and its shard is marked done, empty
         check_n_q("n_q", [cfg.n_q], model_geometry(model, mlflow_uri)["n_codebooks"])
-    chash = config_hash(model.load_uri if model.kind != "dir" else model.version, cfg.n_q or 0)
+    chash = config_hash(model.load_uri if model.kind != "dir" else model.version, cfg.n_q or 0, cfg.output_format)
     storage = cfg.storage.resolved()
     shards = tio.list_shards(cfg.input, storage)
-    names = tio.check_output_names(shards)
-    markers = {} if cfg.overwrite else tio.read_done(cfg.output, storage)
-    stale = sorted(n for n in names if n in markers and markers[n]["config_hash"] != chash)
+    writer = make_writer(cfg.output_format)
+    names = [writer.file_name(n) for n in tio.check_output_names(shards)]
+    found = {} if cfg.overwrite else tio.read_done(cfg.output, storage)
+    by_path = {tio.done_url(cfg.output, name): m for name, m in found.items()}  # another format: same marker path
+    markers = {n: by_path[tio.done_url(cfg.output, n)] for n in names if tio.done_url(cfg.output, n) in by_path}
+    stale = sorted(n for n in names if n in markers and markers[n]["config_hash"] != chash)  # (a format change too)
     if stale:
         raise OutputMismatchError(
             f"{cfg.output} has {len(stale)} shard(s) (e.g. {stale[0]}) tokenized with config hash "
@@ -94,7 +98,8 @@ def write_summary(cfg: TokenizeConfig, plan: TokenizePlan) -> dict[str, Any]:
     done = [markers[n] for n in sorted(plan.names) if n in markers and markers[n]["config_hash"] == plan.config_hash]
     pending = sorted(set(plan.names) - {m["shard"] for m in done})
     stats = build_stats(done, pending)
-    manifest = build_manifest(done, pending, plan.model.to_json(), plan.config_hash)
+    manifest = build_manifest(done, pending, plan.model.to_json(), plan.config_hash,
+                              writer=make_writer(cfg.output_format))
     tio.write_atomic(tio.join(cfg.output, "stats.json"), tio.json_bytes(stats), plan.storage)
     tio.write_atomic(tio.join(cfg.output, "manifest.json"), tio.json_bytes(manifest), plan.storage)
     return stats
@@ -202,6 +207,7 @@ def _tokenize_dataset(cfg: TokenizeConfig, plan: TokenizePlan) -> Any:
             "torch_threads": c.torch_threads or max(1, int(c.num_cpus)),
             "mlflow_uri": plan.mlflow_uri,
             "storage": plan.storage,
+            "output_format": cfg.output_format,
         },
     )
 

@@ -3,8 +3,9 @@
 One call = one input shard: read its tracks (kept compressed), sort them by length from their headers,
 decode and encode them whole in length-batched ``Codec.encode`` calls (fixed-grid windowed long-track
 encoding; one batch of decoded audio in memory at a time), then write the output
-shard (deterministic tar of ``KEY.codes.npy`` int16 [n_q, T] + ``KEY.json``) and, last, the shard's
-done marker. A shard is therefore either done (marker present, output complete) or redone by the next
+file (:mod:`pipelines.tokenize.writers`: a deterministic tar of ``KEY.codes.npy`` int16 [n_q, T] + ``KEY.json``,
+or a Parquet file with one row per track) and, last, the shard's done marker. A shard is therefore either
+done (marker present, output complete) or redone by the next
 run; nothing is appended, so no track is duplicated or lost.
 
 Used as ``ds.map_batches(ShardTokenizer, batch_size=1, compute=ray.data.ActorPoolStrategy(size=N),
@@ -14,7 +15,6 @@ fn_constructor_kwargs=...)`` on a dataset of ``{"shard": url}`` rows.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +24,8 @@ import numpy as np
 from pipelines.common import shard_io as tio
 from pipelines.common.audio_decode import DUPLICATE_KEY, Skip, decode_bytes, find_audio, open_audio
 from pipelines.common.storage import StorageConfig
+from pipelines.tokenize.writers import CODES_SUFFIX, MODEL_KEYS, make_writer  # noqa: F401  (CODES_SUFFIX re-exported)
 
-CODES_SUFFIX = "codes.npy"
 ROW_KEYS = ("shard", "ok", "tracks", "seconds", "frames", "skipped", "error")
 
 
@@ -121,12 +121,6 @@ def codebook_counts(codes: np.ndarray, codebook_size: int) -> np.ndarray:
     return np.stack([np.bincount(c.astype(np.int64), minlength=codebook_size)[:codebook_size] for c in codes])
 
 
-def npy_bytes(codes: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(codes), allow_pickle=False)
-    return buf.getvalue()
-
-
 class ShardTokenizer:
     """Actor-pool stage: one whole input shard per row -> output shard + done marker.
 
@@ -141,12 +135,13 @@ class ShardTokenizer:
         torch_threads: intra-op threads (None leaves torch's default).
         mlflow_uri: tracking/registry URI for ``models:/`` and ``runs:/`` loads.
         storage: resolved ``s3://`` settings (see :meth:`pipelines.common.storage.StorageConfig.resolved`).
+        output_format: "tar" or "parquet" (:mod:`pipelines.tokenize.writers`).
     """
 
     def __init__(self, model: dict[str, Any], output: str, config_hash: str, n_q: int | None = None,
                  batch_size: int = 8, batch_seconds: float = 600.0, device: str = "auto",
                  torch_threads: int | None = None, mlflow_uri: str | None = None,
-                 storage: StorageConfig | None = None):
+                 storage: StorageConfig | None = None, output_format: str = "tar"):
         from pipelines.common.models import load_pinned_codec
 
         self.codec, self.device = load_pinned_codec(model, device, torch_threads, mlflow_uri)
@@ -157,6 +152,7 @@ class ShardTokenizer:
         self.batch_size = batch_size
         self.batch_seconds = batch_seconds
         self.storage = storage
+        self.writer = make_writer(output_format)
         self.codebook_size = self.codec.codebook_size
         self.frame_rate = int(round(self.codec.frame_rate))
 
@@ -245,7 +241,8 @@ class ShardTokenizer:
 
     def tokenize_shard(self, url: str) -> dict[str, Any]:
         """Tokenize one input shard; returns a progress row (see ``ROW_KEYS``)."""
-        name = tio.shard_name(url)
+        source_name = tio.shard_name(url)
+        name = self.writer.file_name(source_name)
         try:
             tracks, skipped = self.read_tracks(url)
         except Exception as e:  # noqa: BLE001  (an unreadable shard must not kill the job)
@@ -257,7 +254,7 @@ class ShardTokenizer:
             return {"shard": name, "ok": False, "tracks": 0, "seconds": 0.0, "frames": 0, "skipped": 0,
                     "error": f"encode failed for {url}: {type(e).__name__}: {e}"}
         meta = {t.key: (t.seconds, t.num_samples, t.sample_rate, t.channels) for t in tracks}  # decoded facts
-        members: dict[str, bytes] = {}
+        written: list[tuple[dict[str, Any], np.ndarray]] = []
         counts = None
         frames = 0
         for t in sorted(tracks, key=lambda t: t.key):
@@ -272,25 +269,24 @@ class ShardTokenizer:
                 "channels": channels,
                 "num_samples": num_samples,
                 "source_format": t.suffix,
-                "source_shard": name,
-                "model": {k: self.model[k] for k in ("uri", "load_uri", "name", "version")},
+                "source_shard": source_name,
+                "model": {k: self.model[k] for k in MODEL_KEYS},
                 "config_hash": self.config_hash,
             }
             if t.source_meta is not None:
                 info["source_meta"] = t.source_meta
-            members[f"{t.key}.{CODES_SUFFIX}"] = npy_bytes(t.codes)
-            members[f"{t.key}.json"] = tio.json_bytes(info)
+            written.append((info, t.codes))
             c = codebook_counts(t.codes, self.codebook_size)
             counts = c if counts is None else counts + c
             frames += int(t.codes.shape[1])
-        blob = tio.tar_bytes(members)
+        blob = self.writer.encode(written)
         tio.write_atomic(tio.join(self.output, name), blob, self.storage)
         seconds = float(sum(meta[t.key][0] for t in tracks))
         marker = {
             "shard": name,
             "source": url,
             "config_hash": self.config_hash,
-            "model": {k: self.model[k] for k in ("uri", "load_uri", "name", "version")},
+            "model": {k: self.model[k] for k in MODEL_KEYS},
             "tracks": len(tracks),
             "keys": sorted(t.key for t in tracks),
             "seconds": seconds,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipelines.tokenize.config import FORMAT_VERSION
+from pipelines.tokenize.writers import TarWriter, TokenWriter
 
 
 def layer_stats(counts: np.ndarray) -> list[dict[str, float]]:
@@ -62,8 +63,9 @@ def build_stats(markers: list[dict[str, Any]], pending: list[str]) -> dict[str, 
 
 
 def build_manifest(markers: list[dict[str, Any]], pending: list[str], model: dict[str, Any],
-                   config_hash: str, frame_rate: int = 25) -> dict[str, Any]:
-    """manifest.json content: the pinned model, config hash and one entry per done shard."""
+                   config_hash: str, frame_rate: int = 25, writer: TokenWriter | None = None) -> dict[str, Any]:
+    """manifest.json content: the pinned model, config hash, output format and one entry per done shard."""
+    writer = writer or TarWriter()
     return {
         "format": "muq-xcodec-tokens",
         "format_version": FORMAT_VERSION,
@@ -71,7 +73,9 @@ def build_manifest(markers: list[dict[str, Any]], pending: list[str], model: dic
         "model": {k: model.get(k) for k in ("uri", "load_uri", "kind", "name", "version")},
         "config_hash": config_hash,
         "frame_rate": frame_rate,
-        "members": {"codes": "KEY.codes.npy (int16 [n_q, T])", "meta": "KEY.json"},
+        **({} if writer.format == "tar" else {"output_format": writer.format}),
+        "members": ({"codes": "KEY.codes.npy (int16 [n_q, T])", "meta": "KEY.json"} if writer.format == "tar"
+                    else {"rows": writer.members}),
         "shards": [
             {"name": m["shard"], "tracks": m["tracks"], "seconds": round(m["seconds"], 6), "frames": m["frames"],
              "skipped": len(m["skipped"]), "bytes": m["bytes"], "sha256": m["sha256"]}

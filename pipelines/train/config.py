@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from codec.checkpoint import CONFIG_FILE, is_mlflow_uri
 from codec.config import CodecConfig, TeacherConfig, load_codec_config, validate_codec_config
+from codec.hub import is_hub_ref
 from pipelines.common.config import (
     RENAMED_TRACKING,
     ConfigError,
@@ -203,9 +204,11 @@ def _top_level(raw: DictConfig, dot: DictConfig, key: str) -> Any:
 
 
 def absolute_path(ref: str) -> str:
-    """URIs (``models:/``, ``s3://``) as given; local paths made absolute so workers in other directories
-    see the same folder."""
-    return ref if "://" in ref or is_mlflow_uri(ref) else str(Path(ref).expanduser().resolve())
+    """URIs (``models:/``, ``s3://``) and Hugging Face Hub ids (``ORG/NAME``, :mod:`codec.hub`) as given; local
+    paths made absolute so workers in other directories see the same folder."""
+    if "://" in ref or is_mlflow_uri(ref) or is_hub_ref(ref):
+        return ref
+    return str(Path(ref).expanduser().resolve())
 
 
 def validate_train_config(cfg: DictConfig) -> None:

@@ -36,18 +36,6 @@ def _clip(seconds: float = 1.2, seed: int = 3) -> torch.Tensor:
     return 0.3 * torch.randn(int(seconds * 24000), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache used by huggingface_hub for this test (as HF_HUB_CACHE would set it)."""
-    import huggingface_hub.constants
-
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     """Two tiny checkpoint directories with different weights (the second has an eval.json)."""
