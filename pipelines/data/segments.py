@@ -80,12 +80,18 @@ def _rms_db(x: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig: int, new: int):
-    """``torchaudio.transforms.Resample`` for one rate pair: its sinc kernel is built once per process
-    (``torchaudio.functional.resample`` rebuilds it on every call; same defaults, same output).
+    """``torchaudio.functional.resample`` (float32, defaults) for one rate pair with its sinc kernel built
+    once per process instead of on every call; the output is bit-identical (the same kernel and kernel
+    application; ``transforms.Resample`` builds its kernel in float64 and differs by ~1e-5).
     torch is imported here, not at module import, so processes that never resample never load it."""
-    import torchaudio.transforms as T
+    import math
 
-    return T.Resample(orig, new)
+    import torch
+    from torchaudio.functional.functional import _apply_sinc_resample_kernel, _get_sinc_resample_kernel
+
+    gcd = math.gcd(orig, new)
+    kernel, width = _get_sinc_resample_kernel(orig, new, gcd, dtype=torch.float32)
+    return lambda x: _apply_sinc_resample_kernel(x, orig, new, gcd, kernel, width)
 
 
 def _resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
