@@ -121,7 +121,7 @@ def short_track_cost(threads: int, src: Path | None) -> dict:
     codec = Codec.from_pretrained("tiny")
     if src is not None:
         audio, sr = sf.read(str(max(src.iterdir(), key=lambda p: sf.info(str(p)).duration)), dtype="float32",
-                            always_2d=True, frames=None)
+                            always_2d=True)
         audio = audio.T
     else:
         sr, audio = RATE, music_clip(30.0, RATE, CHANNELS, seed=0).T
