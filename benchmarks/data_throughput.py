@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import soundfile as sf
-from report import emit  # benchmarks/report.py (this script's folder is on sys.path)
+from report import emit, init_ray  # benchmarks/report.py (this script's folder is on sys.path)
 
 
 def write_shards(root: str, tracks: int, seconds: float, per_shard: int = 8) -> list[str]:
@@ -66,7 +66,7 @@ def run_ray(paths: list[str], args) -> tuple[int, float, float]:
     from pipelines.data.dataset import build_segment_dataset
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
+        init_ray(num_cpus=args.workers)
     cfg = load_data_config({"shards": paths, "segment_seconds": args.segment_seconds,
                             "segments_per_track": args.segments, "val_fraction": 0.0,
                             "cpu": {"num_cpus": 1.0, "batch_size": 2, "read_num_cpus": 0.25}})

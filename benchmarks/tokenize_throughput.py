@@ -39,7 +39,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from report import emit  # noqa: E402  (benchmarks/report.py; this folder is on sys.path)
+from report import emit, init_ray  # noqa: E402  (benchmarks/report.py; this folder is on sys.path)
 
 from pipelines.common import shard_io as tio  # noqa: E402
 from pipelines.common.synthetic import music_clip  # noqa: E402
@@ -170,7 +170,7 @@ def bench_ray(inp: Path, out: Path, threads: int) -> dict:
     from pipelines.tokenize.config import load_tokenize_config
     from pipelines.tokenize.driver import run_tokenize
 
-    ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=threads)
     try:
         cfg = load_tokenize_config(None, ["model=tiny", f"input={inp}", f"output={out}", "progress=false",
                                           "tracking.enabled=false", f"compute.num_cpus={threads}",
