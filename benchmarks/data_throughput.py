@@ -102,7 +102,7 @@ def run_torch(paths: list[str], args) -> tuple[int, float, float]:
 
     spec = SegmentSpec(length=segment_samples(args.segment_seconds), per_track=args.segments)
     ds = (wds.WebDataset(paths, shardshuffle=False, nodesplitter=wds.split_by_node,
-                         workersplitter=wds.split_by_worker)
+                         workersplitter=wds.split_by_worker, empty_check=False)
           .map(functools.partial(_segments, spec=spec)))
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers)
     c0, t0 = cpu_seconds(), time.perf_counter()
