@@ -25,3 +25,18 @@ def emit(measure: str, unit: str, ours: float, baseline: str, baseline_value: fl
 def parse(text: str) -> list[dict]:
     """The result rows printed by a benchmark."""
     return [json.loads(line[len(PREFIX):]) for line in text.splitlines() if line.startswith(PREFIX)]
+
+
+def init_ray(attempts: int = 3, **kwargs) -> None:
+    """``ray.init(address="local", ...)`` retried: on a loaded machine the raylet can miss Ray's fixed 30 s
+    registration deadline ("The current node timed out during startup")."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, **kwargs)
+            return
+        except Exception as exn:
+            ray.shutdown()
+            if attempt == attempts - 1 or "timed out during startup" not in str(exn):
+                raise

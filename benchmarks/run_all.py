@@ -20,14 +20,20 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from report import parse  # noqa: E402
 
-# script -> (full arguments, quick arguments)
-SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
-    "codec_rtf.py": (["--seconds", "10", "3", "--threads", "2", "--compile"], ["--seconds", "4", "--threads", "2"]),
-    "data_throughput.py": ([], ["--tracks", "8", "--seconds", "10"]),
-    "train_throughput.py": (["--steps", "10", "--warmup", "2", "--workers", "1", "2"], ["--steps", "4", "--warmup", "1"]),
-    "tokenize_throughput.py": (["--tracks", "4", "--seconds", "30", "--per-shard", "2", "--rss-minutes", "1", "60"],
-                               ["--tracks", "3", "--seconds", "10", "--rss-minutes", "1", "5", "--rss-shard-tracks", "5"]),
-}
+REAL_MUSIC = Path(os.environ.get("REAL_MUSIC", "~/.cache/real-music")).expanduser()  # ../shared/music/real_music.sh
+
+# (script, full arguments, quick arguments); a script may appear more than once
+SCRIPTS: list[tuple[str, list[str], list[str]]] = [
+    ("codec_rtf.py", ["--seconds", "10", "3", "--threads", "2", "--compile"], ["--seconds", "4", "--threads", "2"]),
+    ("data_throughput.py", ["--tracks", "50", "500"], ["--tracks", "8", "24", "--seconds", "10"]),
+    ("train_throughput.py", ["--steps", "10", "--warmup", "2", "--workers", "1", "2"], ["--steps", "4", "--warmup", "1"]),
+    ("tokenize_throughput.py", ["--tracks", "4", "--seconds", "30", "--per-shard", "2", "--rss-minutes", "1", "60"],
+     ["--tracks", "3", "--seconds", "10", "--rss-minutes", "1", "5", "--rss-shard-tracks", "5"]),
+]
+if REAL_MUSIC.is_dir():  # steady state vs start-up on real music (>= 30 minutes in the full run)
+    SCRIPTS.append(("tokenize_throughput.py",
+                    ["--real-music", str(REAL_MUSIC), "--sizes-minutes", "10", "30", "--rss-minutes"],
+                    ["--real-music", str(REAL_MUSIC), "--sizes-minutes", "1", "3", "--rss-minutes"]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     rows, failed = [], []
-    for script, (full, quick) in SCRIPTS.items():
+    for script, full, quick in SCRIPTS:
         if args.only and script not in args.only:
             continue
         print(f"== {script}", flush=True)

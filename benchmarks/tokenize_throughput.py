@@ -9,6 +9,14 @@
 
     python benchmarks/tokenize_throughput.py --tracks 6 --seconds 30 --threads 2 --rss-minutes 1 60
 
+3. With ``--real-music DIR --sizes-minutes 10 30``: real music (FLAC shards made by the project's prepare
+   transcoder, tracks in name order until each size is reached), the Ray job and the bare loop timed at
+   every size and fitted as ``wall = fixed + per_item * audio_seconds``, so start-up (ray.init, actor
+   start, model load) and steady state are reported apart; plus the cost of a 3 s track against its
+   length-proportional share of a 30 s one (bare ``Codec.encode``).
+
+    python benchmarks/tokenize_throughput.py --real-music ~/.cache/real-music --sizes-minutes 10 30 --rss-minutes
+
 Prints a JSON report (and a short table) to stdout.
 """
 
@@ -31,7 +39,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from report import emit  # noqa: E402  (benchmarks/report.py; this folder is on sys.path)
+from report import emit, init_ray  # noqa: E402  (benchmarks/report.py; this folder is on sys.path)
 
 from pipelines.common import shard_io as tio  # noqa: E402
 from pipelines.common.synthetic import music_clip  # noqa: E402
@@ -65,13 +73,104 @@ def write_corpus(root: Path, tracks: int, seconds: float, per_shard: int) -> lis
     return paths
 
 
+def write_real_corpus(src: Path, root: Path, minutes: float, per_shard: int) -> tuple[list[Path], float]:
+    """Shards of real tracks (name order) transcoded by ``pipelines.prepare.stage.transcode`` until
+    ``minutes`` of audio; returns the shard paths and the audio seconds."""
+    from pipelines.common.audio_decode import Skip
+    from pipelines.prepare.stage import transcode
+
+    root.mkdir(parents=True, exist_ok=True)
+    members: dict[str, bytes] = {}
+    paths, total, n = [], 0.0, 0
+    for path in sorted(src.iterdir()):
+        if total >= minutes * 60:
+            break
+        with open(path, "rb") as f:
+            done = transcode(f)
+        if isinstance(done, Skip):
+            continue
+        flac, facts = done
+        members[f"{path.stem}.flac"] = flac
+        members[f"{path.stem}.json"] = json.dumps(facts).encode()
+        total += facts["duration"]
+        n += 1
+        if n % per_shard == 0:
+            paths.append(root / f"real-{len(paths):06d}.tar")
+            paths[-1].write_bytes(tio.tar_bytes(members))
+            members = {}
+    if members:
+        paths.append(root / f"real-{len(paths):06d}.tar")
+        paths[-1].write_bytes(tio.tar_bytes(members))
+    return paths, total
+
+
+def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares ``(fixed, per_item)`` of ``wall = fixed + per_item * n``."""
+    n, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    per_item, fixed = np.polyfit(n, y, 1)
+    return float(fixed), float(per_item)
+
+
+def short_track_cost(threads: int, src: Path | None) -> dict:
+    """Bare ``Codec.encode`` wall of a 3 s and a 30 s excerpt; ``ratio`` = 3 s cost / (3/30 of the 30 s cost)."""
+    import torch
+
+    from codec import Codec
+
+    torch.set_num_threads(threads)
+    codec = Codec.from_pretrained("tiny")
+    if src is not None:
+        audio, sr = sf.read(str(max(src.iterdir(), key=lambda p: sf.info(str(p)).duration)), dtype="float32",
+                            always_2d=True)
+        audio = audio.T
+    else:
+        sr, audio = RATE, music_clip(30.0, RATE, CHANNELS, seed=0).T
+    long_, short = audio[:, : 30 * sr], audio[:, 10 * sr: 13 * sr]
+    codec.encode(short, sample_rate=sr)  # build the teacher and resampler outside the timing
+    t = {}
+    for name, x, reps in (("3s", short, 5), ("30s", long_, 1)):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            codec.encode(x, sample_rate=sr)
+        t[name] = (time.perf_counter() - t0) / reps
+    return {"wall_3s": t["3s"], "wall_30s": t["30s"], "ratio": t["3s"] / (t["30s"] * 3 / 30)}
+
+
+def bench_real(args) -> None:
+    """Item 3: real music at >= 2 sizes; start-up and steady state apart."""
+    src = Path(args.real_music).expanduser()
+    points: dict[str, list[tuple[float, float]]] = {"bare": [], "ray": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for minutes in sorted(args.sizes_minutes):
+            inp = Path(tmp) / f"in{minutes:g}"
+            shards, seconds = write_real_corpus(src, inp, minutes, args.per_shard)
+            bare = bench_bare(shards, args.threads)
+            ray_ = bench_ray(inp, Path(tmp) / f"out{minutes:g}", args.threads)
+            points["bare"].append((bare["audio_seconds"], bare["wall_s"]))
+            points["ray"].append((ray_["audio_seconds"], ray_["wall_s"]))
+            print(f"{seconds / 60:.1f} min in {len(shards)} shards: bare {bare['wall_s']:.1f} s "
+                  f"({bare['audio_s_per_s']:.2f} audio-s/s), Ray job {ray_['wall_s']:.1f} s "
+                  f"({ray_['audio_s_per_s']:.2f} audio-s/s, pipeline {ray_['pipeline_s']:.1f} s)", flush=True)
+    (bf, bp), (rf, rp) = fit(points["bare"]), fit(points["ray"])
+    print(f"bare loop: {bf:.1f} s + {bp:.4f} s/audio-s; Ray job: {rf:.1f} s + {rp:.4f} s/audio-s; "
+          f"steady-state ratio {bp / rp:.2f}", flush=True)
+    emit("tokenize job, real music, steady state", "audio s/s", 1 / rp, "bare in-process Codec.encode loop", 1 / bp)
+    emit("tokenize job, real music, fixed cost (ray.init + actor + model)", "s", rf, "bare loop fixed cost", bf,
+         higher_is_better=False)
+    short = short_track_cost(args.threads, src)
+    print(f"3 s track: {short['wall_3s']:.3f} s vs 30 s track {short['wall_30s']:.3f} s: "
+          f"{short['ratio']:.2f}x its length-proportional share", flush=True)
+    emit("Codec.encode of a 3 s track vs its length share of 30 s", "x", short["ratio"], "length-proportional",
+         1.0, higher_is_better=False)
+
+
 def bench_ray(inp: Path, out: Path, threads: int) -> dict:
     import ray
 
     from pipelines.tokenize.config import load_tokenize_config
     from pipelines.tokenize.driver import run_tokenize
 
-    ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=threads)
     try:
         cfg = load_tokenize_config(None, ["model=tiny", f"input={inp}", f"output={out}", "progress=false",
                                           "tracking.enabled=false", f"compute.num_cpus={threads}",
@@ -179,7 +278,14 @@ def main() -> None:
     p.add_argument("--shard-tracks", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
     p.add_argument("--shard", help=argparse.SUPPRESS)
+    p.add_argument("--real-music", help="folder of real music: run the real-music steady-state benchmark (3.)")
+    p.add_argument("--sizes-minutes", type=float, nargs="+", default=[10.0, 30.0],
+                   help="corpus sizes in audio minutes for --real-music")
     args = p.parse_args()
+    if args.real_music:
+        bench_real(args)
+        if not args.rss_minutes:
+            return
     if args.rss_child is not None:
         rss_child(args.shard, args.rss_child, args.threads, args.shard_tracks)
         return

@@ -127,14 +127,17 @@ def open_audio(data: bytes) -> tuple[sf.SoundFile, AudioInfo] | Skip:
     return f, info
 
 
-def read_frames(f: sf.SoundFile, start: int, count: int) -> np.ndarray:
-    """Read up to ``count`` frames from ``start`` as float32 [n, C]; stops early (no raise) on a broken stream."""
+def read_frames(f: sf.SoundFile, start: int, count: int, block_frames: int = _BLOCK_FRAMES) -> np.ndarray:
+    """Read up to ``count`` frames from ``start`` as float32 [n, C]; stops early (no raise) on a broken stream.
+
+    ``block_frames``: frames per read call (a decode error loses the block being read; larger blocks mean
+    fewer calls into libsndfile)."""
     chunks: list[np.ndarray] = []
     got = 0
     try:
         f.seek(start)
         while got < count:
-            block = f.read(min(_BLOCK_FRAMES, count - got), dtype="float32", always_2d=True)
+            block = f.read(min(block_frames, count - got), dtype="float32", always_2d=True)
             if block.shape[0] == 0:
                 break
             chunks.append(block)

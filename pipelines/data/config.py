@@ -33,7 +33,8 @@ class SemanticStageConfig:
 
 @dataclass
 class CpuStageConfig:
-    """The decode + resample + crop tasks."""
+    """The decode + resample + crop tasks (one fused task per read block; ``batch_size`` is unused since
+    the stage takes whole blocks, kept so existing configs load)."""
 
     num_cpus: float = 0.5
     batch_size: int = 4

@@ -1,10 +1,13 @@
 """Training data pipeline on Ray Data: WebDataset shards -> 24 kHz segments -> MuQ features.
 
-Stages (each a small function or callable class, CPU and GPU work kept apart)::
+Stages (CPU and GPU work kept apart, so each scales on its own resources)::
 
-    read_webdataset (raw bytes, repeated keys renamed)   -> normalize_sample (row: key + audio bytes)
-    -> split filter (key hash) -> SegmentStage (CPU tasks: decode window, mono, resample, crop, skip rows)
-    -> drop_skipped -> SemanticStage (actor pool, MuQ loaded once per actor) -> {audio, semantic}
+    read_webdataset (raw bytes, repeated keys renamed)
+    -> ShardSegments: one fused CPU task per read block (a shard's samples, up to 512): normalize_sample
+       (key + audio bytes) -> split filter (key hash) -> SegmentStage (decode window, mono, resample, crop,
+       skip rows) -> drop skip rows; Ray fuses it into the read task (same resources), so a shard is read
+       and cut in one task and only the segments cross the object store
+    -> SemanticStage (actor pool, MuQ loaded once per actor) -> {audio, semantic}
 
 Skipped samples never raise: they become one row with a non-empty ``skip_reason`` (and a log line with
 key and reason), so exact counts are a :func:`skip_counts` away.
@@ -154,6 +157,29 @@ def drop_skipped(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {k: v[keep] for k, v in batch.items()}
 
 
+class ShardSegments:
+    """The fused CPU stage over one read block (raw WebDataset samples of one shard): normalize, split
+    filter, segment, and (unless ``keep_skipped``) drop the skip rows, in one task.
+
+    Same rows, order and skip logging as the separate stages ``normalize_sample -> SplitFilter ->
+    SegmentStage -> drop_skipped``.
+    """
+
+    def __init__(self, spec: SegmentSpec, split: str | None, val_fraction: float, epoch: int = 0,
+                 torch_threads: int = 1, keep_skipped: bool = False):
+        self.split_filter = SplitFilter(split, val_fraction)
+        self.segment = SegmentStage(spec, epoch, torch_threads)
+        self.keep_skipped = keep_skipped
+
+    def __call__(self, block) -> dict[str, Any]:
+        rows = [normalize_sample(r) for r in block.to_pylist()]  # a pyarrow table: rows as ``ds.map`` sees them
+        rows = [r for r in rows if self.split_filter(r)]
+        batch = {name: np.array([r[name] for r in rows], dtype=object)
+                 for name in ("key", "audio", "skip_reason", "detail")}
+        out = self.segment(batch)
+        return out if self.keep_skipped else drop_skipped(out)
+
+
 def build_teacher(teacher: TeacherConfig | dict[str, Any], checkpoint: str | None = None):
     """The frozen MuQ of the codec's teacher config, built by the codec's one builder
     (``codec.builders.build_teacher``); ``checkpoint``'s ``teacher.safetensors`` is loaded into it."""
@@ -242,16 +268,17 @@ def _webdataset_datasource(paths: list[str], **kwargs: Any) -> Any:
     return TolerantWebDatasetDatasource(paths, decoder=None, **kwargs)
 
 
-def read_shards(paths: list[str], cfg: DataConfig):
+def read_shards(paths: list[str], cfg: DataConfig, num_cpus: float | None = None):
     """WebDataset read over shard paths, undecoded, with repeated keys renamed and a truncated tar's
-    broken tail reported as a ``truncated`` skip row (see :func:`_tolerant_tar_files`)."""
+    broken tail reported as a ``truncated`` skip row (see :func:`_tolerant_tar_files`).
+    ``num_cpus``: of each read task (``cfg.cpu.read_num_cpus`` by default)."""
     import ray
 
     s3 = is_s3(paths[0])
     return ray.data.read_datasource(_webdataset_datasource(
         [strip_scheme(p) for p in paths] if s3 else paths,
         filesystem=pyarrow_filesystem(paths[0], cfg.storage.resolved()), filerename=RenameRepeatedKeys()),
-        num_cpus=cfg.cpu.read_num_cpus)
+        num_cpus=cfg.cpu.read_num_cpus if num_cpus is None else num_cpus)
 
 
 def segment_spec(cfg: DataConfig) -> SegmentSpec:
@@ -271,14 +298,10 @@ def build_segment_dataset(cfg: DataConfig, split: str | None = "train", epoch: i
         epoch: changes the random segment offsets.
         keep_skipped: keep the skip rows (one per skipped track, ``start == -1``) for accounting.
     """
-    ds = read_shards(resolve_shards(cfg), cfg)
-    ds = ds.map(normalize_sample, num_cpus=cfg.cpu.read_num_cpus)
-    ds = ds.filter(SplitFilter(split, cfg.val_fraction), num_cpus=cfg.cpu.read_num_cpus)
-    ds = ds.map_batches(SegmentStage(segment_spec(cfg), epoch, cfg.cpu.torch_threads), batch_size=cfg.cpu.batch_size,
-                        batch_format="numpy", num_cpus=cfg.cpu.num_cpus)
-    if not keep_skipped:
-        ds = ds.map_batches(drop_skipped, batch_format="numpy", num_cpus=cfg.cpu.read_num_cpus)
-    return ds
+    ds = read_shards(resolve_shards(cfg), cfg, num_cpus=cfg.cpu.num_cpus)  # same resources: fused below
+    return ds.map_batches(ShardSegments(segment_spec(cfg), split, cfg.val_fraction, epoch, cfg.cpu.torch_threads,
+                                        keep_skipped),
+                          batch_size=None, batch_format="pyarrow", zero_copy_batch=True, num_cpus=cfg.cpu.num_cpus)
 
 
 def add_semantic(ds, cfg: DataConfig):

@@ -13,8 +13,6 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torchaudio.functional as AF
 
 from codec.config import hop_length, load_codec_config
 from pipelines.common.audio_decode import (
@@ -80,10 +78,48 @@ def _rms_db(x: np.ndarray) -> float:
     return 20.0 * math.log10(max(rms, 1e-12))
 
 
+@functools.lru_cache(maxsize=16)
+def _resampler(orig: int, new: int):
+    """``torchaudio.functional.resample`` (float32, defaults) for one rate pair with its sinc kernel built
+    once per process instead of on every call; the output is bit-identical (the same kernel and kernel
+    application; ``transforms.Resample`` builds its kernel in float64 and differs by ~1e-5).
+    torch is imported here, not at module import, so processes that never resample never load it."""
+    import math
+
+    import torch
+    from torchaudio.functional.functional import _apply_sinc_resample_kernel, _get_sinc_resample_kernel
+
+    gcd = math.gcd(orig, new)
+    kernel, width = _get_sinc_resample_kernel(orig, new, gcd, dtype=torch.float32)
+    return lambda x: _apply_sinc_resample_kernel(x, orig, new, gcd, kernel, width)
+
+
 def _resample(x: np.ndarray, orig: int, new: int) -> np.ndarray:
     if orig == new:
         return x
-    return AF.resample(torch.from_numpy(np.ascontiguousarray(x)), orig, new).numpy()
+    import torch
+
+    with torch.inference_mode():
+        return _resampler(orig, new)(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def _mono(window: np.ndarray) -> np.ndarray | None:
+    """Channel mean of a [n, C] float32 window, or None when the window holds a non-finite value.
+
+    Equal to ``window.mean(axis=1, dtype=float32)`` (for 1 and 2 channels the sum is exact and the
+    division by 1 or 2 is too); finiteness is checked on the mix (NaN/Inf propagate through the sum) and only
+    a non-finite mix, which an overflow could also cause, checks every sample."""
+    C = window.shape[1]
+    if C == 1:
+        y = window[:, 0].copy()
+    elif C == 2:
+        y = window[:, 0] + window[:, 1]
+        y *= np.float32(0.5)
+    else:
+        y = window.mean(axis=1, dtype=np.float32)
+    if not np.isfinite(y).all() and not np.isfinite(window).all():
+        return None
+    return y
 
 
 def cut_segments(data: bytes, key: str, spec: SegmentSpec, epoch: int = 0) -> list[tuple[int, np.ndarray]] | Skip:
@@ -105,11 +141,18 @@ def cut_segments(data: bytes, key: str, spec: SegmentSpec, epoch: int = 0) -> li
     f, info = opened
     handle = [f]
 
+    def reopen() -> None:  # a decoder error can leave the stream unusable
+        handle[0].close()
+        handle[0] = open_audio(data)[0]
+
     def read(start: int, count: int) -> np.ndarray:
+        window = read_frames(handle[0], start, count, block_frames=max(count, 1))  # one call per window
+        if window.shape[0] == count:
+            return window
+        reopen()  # short: re-read in small blocks, which keeps everything decodable before the damage
         window = read_frames(handle[0], start, count)
-        if window.shape[0] < count:  # a decoder error can leave the stream unusable: reopen it
-            handle[0].close()
-            handle[0] = open_audio(data)[0]
+        if window.shape[0] < count:
+            reopen()
         return window
 
     try:
@@ -147,10 +190,11 @@ def _draw(read, frames: int, sr: int, key: str, spec: SegmentSpec, epoch: int) -
             known = a + window.shape[0]  # the stream ends early: redraw inside what decodes
             failures[TRUNCATED] += 1
             continue
-        if not np.isfinite(window).all():
+        mono = _mono(window)
+        if mono is None:
             failures[NONFINITE] += 1
             continue
-        y = _resample(window.mean(axis=1, dtype=np.float32), sr, tr)
+        y = _resample(mono, sr, tr)
         off = (s0 - a) * tr // sr
         seg = y[off:off + L]
         if seg.shape[0] < L:  # rounding at the very end of the stream
