@@ -14,7 +14,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from codec.preflight import check_input_file, explain_unreadable
+from codec.preflight import check_input_file, unreadable_reason
 
 
 class AudioReadError(RuntimeError):
@@ -45,14 +45,8 @@ def read_audio(path: str | Path) -> tuple[Tensor, int]:
 def _unreadable_reason(path: Path, error: Exception) -> str:
     with open(path, "rb") as f:
         head = f.read(1 << 16)
-    explained = explain_unreadable(head, path.stat().st_size)
-    if explained:
-        return explained
-    reason = str(getattr(error, "error_string", "") or error).strip().splitlines()
-    reason = reason[0] if reason and reason[0] else type(error).__name__
-    if "possibly a pipe" in reason:  # libsndfile's text for "no format recognised", even for a regular file
-        return "not a recognised audio format (libsndfile found no audio stream)"
-    return reason
+    lines = str(getattr(error, "error_string", "") or error).strip().splitlines()
+    return unreadable_reason(head, path.stat().st_size, lines[0] if lines and lines[0] else type(error).__name__)
 
 
 def write_audio(path: str | Path, audio: Tensor | np.ndarray, sample_rate: int) -> Path:

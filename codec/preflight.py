@@ -117,6 +117,15 @@ def explain_unreadable(head: bytes, size: int) -> str | None:
     return None
 
 
+def unreadable_reason(head: bytes, size: int, error: str) -> str:
+    """The reason to report for a regular file libsndfile cannot open: :func:`explain_unreadable` when the bytes
+    tell, else libsndfile's ``error`` text, with its "possibly a pipe?" wording (its text for "no known format",
+    also for regular files) replaced."""
+    if "possibly a pipe" in error:
+        error = "not a recognised audio format (libsndfile found no audio stream)"
+    return explain_unreadable(head, size) or error
+
+
 def check_input_file(path: str | Path, kind: str = "an audio file") -> Path:
     """An existing regular file (or a symlink to one).
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from codec.preflight import explain_unreadable, non_regular_kind
+from codec.preflight import explain_unreadable, non_regular_kind, unreadable_reason
 from pipelines.common.audio_decode import (
     DUPLICATE_KEY,
     EMPTY,
@@ -177,12 +177,8 @@ def _open_stream(fileobj: Any) -> tuple[sf.SoundFile, AudioInfo, int] | Skip:
         f = sf.SoundFile(fileobj)
     except Exception as exn:
         explained = explain_unreadable(head, size)
-        if explained:
-            return Skip(EMPTY, explained)
-        message = error_message(exn)
-        if "possibly a pipe" in message:  # libsndfile's words for "no known format" (this is a regular file)
-            message = "not a recognised audio format (libsndfile found no audio stream)"
-        return Skip(UNDECODABLE, message)
+        return Skip(EMPTY, explained) if explained else Skip(UNDECODABLE, unreadable_reason(head, size,
+                                                                                            error_message(exn)))
     if f.frames <= 0:
         f.close()
         return Skip(EMPTY, explain_unreadable(head, size) or "zero frames")
