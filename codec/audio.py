@@ -14,6 +14,8 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from codec.preflight import check_input_file, unreadable_reason
+
 
 class AudioReadError(RuntimeError):
     """A file is missing or cannot be decoded as audio."""
@@ -29,14 +31,22 @@ def read_audio(path: str | Path) -> tuple[Tensor, int]:
         AudioReadError: missing file or unreadable audio (one-line message naming the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioReadError(f"no such audio file: {path}")
+    try:
+        check_input_file(path)
+    except FileNotFoundError as e:
+        raise AudioReadError(str(e)) from None
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise AudioReadError(f"cannot read audio from {path}: {reason}") from None
+        raise AudioReadError(f"cannot read audio from {path}: {_unreadable_reason(path, e)}") from None
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
+
+
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    lines = str(getattr(error, "error_string", "") or error).strip().splitlines()
+    return unreadable_reason(head, path.stat().st_size, lines[0] if lines and lines[0] else type(error).__name__)
 
 
 def write_audio(path: str | Path, audio: Tensor | np.ndarray, sample_rate: int) -> Path:

@@ -7,6 +7,7 @@ rules (:func:`resolve_n_q`, :func:`check_output_audio`), so the API and the CLI 
 
 from __future__ import annotations
 
+import errno
 import math
 import stat
 from pathlib import Path
@@ -60,6 +61,71 @@ def resolve_n_q(n_q: int | None, bitrate: float | None, n_codebooks: int, per_la
     return int(n_q)
 
 
+def non_regular_kind(path: str | Path) -> str | None:
+    """What a path is when it cannot be read as a regular file (following symlinks); None for a regular file.
+
+    Never opens the path, so a FIFO cannot block the caller.
+
+    Returns:
+        ``"missing"``, ``"a broken symlink"``, ``"a symlink loop"``, ``"a directory"``, ``"a FIFO (named pipe)"``,
+        ``"a socket"``, ``"a device"``, ``"unreadable (<reason>)"`` or None.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a broken symlink" if path.is_symlink() else "missing"
+    except OSError as e:  # symlink loop, permission denied on a parent, name too long, ...
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        return f"unreadable ({e.strerror or type(e).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
+
+
+def explain_unreadable(head: bytes, size: int) -> str | None:
+    """Why a regular file holds no audio, when its first bytes tell: empty, or nothing but an ID3/APE tag.
+
+    libsndfile reports such files with messages about something else ("File does not exist or is not a
+    regular file (possibly a pipe?)"); this names the actual problem.
+
+    Args:
+        head: the file's first bytes (at least 10 for an ID3v2 header; a few KiB is plenty).
+        size: the file's size in bytes.
+
+    Returns:
+        A short description, or None when the bytes say nothing definite.
+    """
+    if size == 0:
+        return "an empty file (0 bytes)"
+    if head[:3] == b"ID3" and len(head) >= 10:
+        tag = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])) + (10 if head[5] & 0x10 else 0)
+        rest = head[tag:] if len(head) >= size else None
+        if size <= tag or (rest is not None and not rest.strip(b"\0")):
+            return f"only an ID3 tag ({size} bytes), no audio frames"
+    if size == 128 and head[:3] == b"TAG":
+        return "only an ID3v1 tag (128 bytes), no audio frames"
+    if head[:8] == b"APETAGEX" and size <= 4096:
+        return f"only an APE tag ({size} bytes), no audio frames"
+    return None
+
+
+def unreadable_reason(head: bytes, size: int, error: str) -> str:
+    """The reason to report for a regular file libsndfile cannot open: :func:`explain_unreadable` when the bytes
+    tell, else libsndfile's ``error`` text, with its "possibly a pipe?" wording (its text for "no known format",
+    also for regular files) replaced."""
+    if "possibly a pipe" in error:
+        error = "not a recognised audio format (libsndfile found no audio stream)"
+    return explain_unreadable(head, size) or error
+
+
 def check_input_file(path: str | Path, kind: str = "an audio file") -> Path:
     """An existing regular file (or a symlink to one).
 
@@ -68,20 +134,15 @@ def check_input_file(path: str | Path, kind: str = "an audio file") -> Path:
         kind: what it should be, for messages ("an audio file", "a code file").
 
     Raises:
-        FileNotFoundError: missing, a directory, or not a regular file (FIFO, device, socket); the message says which.
+        FileNotFoundError: missing, a directory, or not a regular file (FIFO, device, socket, broken symlink,
+            symlink loop); the message says which.
     """
     path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        broken = " (a broken symlink)" if path.is_symlink() else ""
-        raise FileNotFoundError(f"no such file: {path}{broken}") from None
-    except OSError as e:  # symlink loop, permission denied on a parent, ...
-        raise FileNotFoundError(f"cannot open {path}: {e.strerror or type(e).__name__}") from None
-    if stat.S_ISDIR(mode):
-        raise FileNotFoundError(f"{path} is a directory, not {kind}")
-    if not stat.S_ISREG(mode):
-        raise FileNotFoundError(f"{path} is not a regular file (a FIFO, device or socket), not {kind}")
+    what = non_regular_kind(path)
+    if what == "missing":
+        raise FileNotFoundError(f"no such file: {path}")
+    if what is not None:
+        raise FileNotFoundError(f"{path} is {what}, not {kind}")
     return path
 
 
@@ -126,9 +187,14 @@ def check_encode_request(input: str | Path, model: str | Path, n_q: int | None =
 
     Raises:
         FileNotFoundError: unusable input file.
-        ValueError: ``n_q``/``bitrate`` not available for this model.
+        ValueError: input holds no audio (empty, only a tag), or ``n_q``/``bitrate`` not available for this model.
     """
     check_input_file(input)
+    with open(input, "rb") as f:
+        head = f.read(1 << 16)
+    explained = explain_unreadable(head, Path(input).stat().st_size)
+    if explained:
+        raise ValueError(f"cannot read audio from {input}: {explained}")
     if n_q is None and bitrate is None:
         return
     cfg = peek_config(model)

@@ -31,7 +31,8 @@ TOO_SHORT = "too_short"  # shorter than one training segment
 SILENT = "silent"  # every drawn segment is below the silence threshold
 TRUNCATED = "truncated"  # the stream ends before its header says (only when nothing usable is left)
 DUPLICATE_KEY = "duplicate_key"  # a key seen earlier in the same read task
-SKIP_REASONS = (NO_AUDIO, EMPTY, UNDECODABLE, NONFINITE, TOO_SHORT, SILENT, TRUNCATED, DUPLICATE_KEY)
+NOT_A_FILE = "not_a_file"  # a directory, FIFO, socket, device, broken symlink or symlink loop with an audio name
+SKIP_REASONS = (NO_AUDIO, EMPTY, UNDECODABLE, NONFINITE, TOO_SHORT, SILENT, TRUNCATED, DUPLICATE_KEY, NOT_A_FILE)
 
 _BLOCK_FRAMES = 1 << 14  # small: a decode error loses the whole block being read
 
@@ -125,6 +126,32 @@ def open_audio(data: bytes) -> tuple[sf.SoundFile, AudioInfo] | Skip:
         f.close()
         return Skip(UNDECODABLE, f"bad header sr={info.sample_rate} channels={info.channels}")
     return f, info
+
+
+def wav_declared_frames(head: bytes) -> int | None:
+    """Frames a RIFF/RIFX WAVE header declares in its ``data`` chunk (libsndfile silently clamps it to the file).
+
+    Args:
+        head: the file's first bytes, through the ``data`` chunk header (64 KiB covers real files).
+
+    Returns:
+        The declared frame count, or None: not a WAVE, no ``data`` header in ``head``, or a size left open
+        (0 or 0xFFFFFFFF, as streaming writers and RF64 leave it).
+    """
+    if head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "little" if head[:4] == b"RIFF" else "big"
+    pos, block_align = 12, 0
+    while pos + 8 <= len(head):
+        chunk, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], order)
+        if chunk == b"fmt " and pos + 22 <= len(head):
+            block_align = int.from_bytes(head[pos + 20:pos + 22], order)
+        elif chunk == b"data":
+            if size in (0, 0xFFFFFFFF) or block_align <= 0:
+                return None
+            return size // block_align
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def read_frames(f: sf.SoundFile, start: int, count: int, block_frames: int = _BLOCK_FRAMES) -> np.ndarray:

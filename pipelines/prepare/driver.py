@@ -39,6 +39,7 @@ def run_prepare(cfg: PrepareConfig) -> dict[str, Any]:
     if not is_s3(cfg.output):
         os.makedirs(cfg.output, exist_ok=True)
     writer = ShardWriter(cfg.output, out_fs, cfg.shard_prefix, cfg.max_samples_per_shard, cfg.max_bytes_per_shard)
+    changes = dict.fromkeys(("truncated", "clipped", "clipped_samples"), 0)  # kept, but not exactly as the source
     if sources:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # shards follow the sorted key order: deterministic
@@ -54,16 +55,23 @@ def run_prepare(cfg: PrepareConfig) -> dict[str, Any]:
                     rejects.append({"key": row["key"], "source": uri_of[row["key"]], "reason": row["reason"],
                                     "detail": row["detail"]})
                     continue
-                writer.add(row["key"], [("flac", bytes(row["flac"])), ("json", bytes(row["json"]))],
+                meta = json.loads(bytes(row["json"]))
+                changes["truncated"] += int(meta["truncated"])
+                changes["clipped"] += int(meta["clipped_samples"] > 0)
+                changes["clipped_samples"] += meta["clipped_samples"]
+                writer.add(row["key"], [(str(row["member"]), bytes(row["audio"])), ("json", bytes(row["json"]))],
                            float(row["duration"]))
     writer.flush()
     rejects.sort(key=lambda r: (r["key"], r["source"]))
     rejected_path = cfg.output.rstrip("/") + "/" + REJECTED
     write_bytes_atomic(rejected_path, b"".join(dumps_line(r) for r in rejects), out_fs)
-    manifest = writer.manifest(num_rejected=len(rejects), rejected=REJECTED, format="flac+json")
+    manifest = writer.manifest(num_rejected=len(rejects), rejected=REJECTED, format="flac|wav+json",
+                               changes=changes)
     write_manifest(cfg.output, manifest, out_fs)
-    logger.info("prepared %d samples in %d shards (%.1f s of audio), %d rejected", manifest["num_samples"],
-                manifest["num_shards"], manifest["total_duration"], len(rejects))
+    logger.info("prepared %d samples in %d shards (%.1f s of audio), %d rejected; kept with changes: %d truncated, "
+                "%d clipped (%d samples)", manifest["num_samples"], manifest["num_shards"],
+                manifest["total_duration"], len(rejects), changes["truncated"], changes["clipped"],
+                changes["clipped_samples"])
     return manifest
 
 

@@ -1,9 +1,9 @@
 """Corpus preparation, the worker side: find the source files and transcode each into a sample.
 
-Each sample is ``KEY.flac`` (the source audio at its own rate and channel count, re-encoded
-losslessly where the source is integer PCM) and ``KEY.json`` (source, sample rate, channels, frames,
-duration, SHA-256 of the source bytes). :class:`TranscodeStage` runs in parallel on Ray Data; the driver
-(``pipelines.prepare.driver``) packs the results into shards.
+Each sample is ``KEY.flac`` (the source audio at its own rate and channel count: bit-exact for integer PCM,
+24-bit for lossy sources) or ``KEY.wav`` (float PCM sources, bit-exact) and ``KEY.json`` (source, sample
+rate, channels, frames, duration, what was changed, SHA-256 of the source bytes). :class:`TranscodeStage`
+runs in parallel on Ray Data; the driver (``pipelines.prepare.driver``) packs the results into shards.
 """
 
 from __future__ import annotations
@@ -19,15 +19,18 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from codec.preflight import explain_unreadable, non_regular_kind, unreadable_reason
 from pipelines.common.audio_decode import (
     DUPLICATE_KEY,
     EMPTY,
     NONFINITE,
+    NOT_A_FILE,
     TRUNCATED,
     UNDECODABLE,
     AudioInfo,
     Skip,
     error_message,
+    wav_declared_frames,
 )
 from pipelines.common.shards import sample_key
 from pipelines.common.storage import StorageConfig, filesystem_for, is_s3, strip_scheme
@@ -37,7 +40,9 @@ logger = logging.getLogger(__name__)
 UNSUPPORTED = "unsupported"  # decodable, but FLAC cannot hold it (more than 8 channels, rate > 655350 Hz)
 REJECTED = "rejected.jsonl"
 _BLOCK = 1 << 14  # small: a decode error loses the whole block being read
-# Integer PCM sources keep their exact bits; lossy or float sources are stored as 24-bit.
+_HEAD = 1 << 16  # bytes sniffed for the WAV header and for tag-only files
+# Integer PCM sources keep their exact bits as FLAC, float PCM as float WAV; lossy sources are stored as 24-bit.
+_FLOAT_SUBTYPES = {"FLOAT": "float32", "DOUBLE": "float64"}
 _FLAC_SUBTYPE = {"PCM_S8": ("PCM_16", "int16"), "PCM_U8": ("PCM_16", "int16"), "PCM_16": ("PCM_16", "int16"),
                  "PCM_24": ("PCM_24", "int32")}
 
@@ -69,8 +74,9 @@ def list_sources(inputs: list[str], extensions: list[str], storage: StorageConfi
     for item in inputs:
         fs = filesystem_for(item, storage)
         bare = strip_scheme(item)
-        if fs.isdir(bare):
-            found += [(p, bare.rstrip("/")) for p in fs.find(bare) if p.rsplit(".", 1)[-1].lower() in exts]
+        if fs.isdir(bare):  # with folders named like audio files: rejected (not_a_file), never skipped silently
+            found += [(p, bare.rstrip("/")) for p in fs.find(bare, withdirs=True)
+                      if p.rstrip("/") != bare.rstrip("/") and p.rsplit(".", 1)[-1].lower() in exts]
         elif bare.endswith(".txt"):
             base = posixpath.dirname(bare)
             lines = fs.cat_file(bare).decode("utf-8").splitlines()
@@ -99,28 +105,37 @@ def list_sources(inputs: list[str], extensions: list[str], storage: StorageConfi
 
 
 def transcode(fileobj: Any) -> tuple[bytes, dict[str, Any]] | Skip:
-    """Re-encode an audio stream as FLAC at its own rate and channel count.
+    """Store an audio stream at its own rate and channel count, exactly where the format allows.
 
-    Integer PCM (8/16/24-bit) is copied bit-exactly; float and lossy sources become 24-bit FLAC
-    (clipped to [-1, 1]). A truncated stream keeps its decodable prefix (``"truncated": true``).
+    Integer PCM (8/16/24-bit) becomes FLAC, bit-exact. Float PCM (32/64-bit) is stored as a float WAV with
+    the source's subtype, bit-exact (FLAC holds integers only; float sources may exceed [-1, 1]). Lossy
+    sources become 24-bit FLAC; decoded samples beyond [-1, 1] are clipped and counted (``clipped_samples``).
+    A stream that ends before its header says (FLAC STREAMINFO, WAV ``data`` chunk) keeps its decodable prefix
+    with ``"truncated": true`` and the header's ``declared_frames``.
 
     Args:
         fileobj: seekable binary file object of the source.
 
     Returns:
-        ``(flac bytes, facts)`` with sample_rate, channels, frames, duration, source format, or a Skip.
+        ``(audio bytes, facts)`` with sample_rate, channels, frames, duration, source format, ``stored_as``
+        (the member suffix: ``flac`` or ``wav``), ``stored_subtype``, ``truncated``, ``declared_frames``,
+        ``clipped_samples``; or a Skip.
     """
     opened = _open_stream(fileobj)
     if isinstance(opened, Skip):
         return opened
-    f, info = opened
+    f, info, declared = opened
     if info.channels > 8 or info.sample_rate > 655350:
         f.close()
         return Skip(UNSUPPORTED, f"FLAC cannot store {info.channels} channels at {info.sample_rate} Hz")
-    subtype, dtype = _FLAC_SUBTYPE.get(info.subtype, ("PCM_24", "float32"))
+    if info.subtype in _FLOAT_SUBTYPES:
+        stored_as, subtype, dtype = "wav", info.subtype, _FLOAT_SUBTYPES[info.subtype]
+    else:
+        stored_as, (subtype, dtype) = "flac", _FLAC_SUBTYPE.get(info.subtype, ("PCM_24", "float32"))
+    lossy = stored_as == "flac" and dtype == "float32"
     out = io.BytesIO()
-    frames, truncated = 0, False
-    with f, sf.SoundFile(out, "w", info.sample_rate, info.channels, subtype, format="FLAC") as w:
+    frames, clipped, truncated = 0, 0, False
+    with f, sf.SoundFile(out, "w", info.sample_rate, info.channels, subtype, format=stored_as.upper()) as w:
         while True:
             try:
                 block = f.read(_BLOCK, dtype=dtype, always_2d=True)
@@ -129,34 +144,46 @@ def transcode(fileobj: Any) -> tuple[bytes, dict[str, Any]] | Skip:
                 break
             if block.shape[0] == 0:
                 break
-            if dtype == "float32":
+            if block.dtype.kind == "f":
                 if not np.isfinite(block).all():
                     return Skip(NONFINITE, f"non-finite samples near frame {frames}")
-                block = np.clip(block, -1.0, 1.0)
+                if lossy:
+                    clipped += int(np.count_nonzero(np.abs(block) > 1.0))
+                    block = np.clip(block, -1.0, 1.0)
             w.write(block)
             frames += block.shape[0]
     if frames == 0:
-        return Skip(TRUNCATED if truncated else EMPTY, f"no decodable frames of {info.frames}")
+        return Skip(TRUNCATED if truncated else EMPTY, f"no decodable frames of {max(info.frames, declared)}")
+    declared = max(info.frames, declared)
+    if clipped:
+        logger.warning("clipped %d decoded samples beyond [-1, 1] (lossy source)", clipped)
+    if frames < declared:
+        logger.warning("truncated source: %d of the %d frames its header declares", frames, declared)
     facts = {"sample_rate": info.sample_rate, "channels": info.channels, "frames": frames,
              "duration": round(frames / info.sample_rate, 6), "source_format": info.format,
-             "source_subtype": info.subtype, "flac_subtype": subtype,
-             "truncated": truncated or frames < info.frames}
+             "source_subtype": info.subtype, "stored_as": stored_as, "stored_subtype": subtype,
+             "truncated": truncated or frames < declared, "declared_frames": declared, "clipped_samples": clipped}
     return out.getvalue(), facts
 
 
-def _open_stream(fileobj: Any):
-    head = fileobj.read(1)
+def _open_stream(fileobj: Any) -> tuple[sf.SoundFile, AudioInfo, int] | Skip:
+    """Open a source; also returns the frame count its WAV header declares (0 when not a WAV)."""
+    head = fileobj.read(_HEAD)
+    size = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(0)
     if not head:
         return Skip(EMPTY, "zero-byte file")
-    fileobj.seek(0)
     try:
         f = sf.SoundFile(fileobj)
     except Exception as exn:
-        return Skip(UNDECODABLE, error_message(exn))
+        explained = explain_unreadable(head, size)
+        return Skip(EMPTY, explained) if explained else Skip(UNDECODABLE, unreadable_reason(head, size,
+                                                                                            error_message(exn)))
     if f.frames <= 0:
         f.close()
-        return Skip(EMPTY, "zero frames")
-    return f, AudioInfo(int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
+        return Skip(EMPTY, explain_unreadable(head, size) or "zero frames")
+    info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
+    return f, info, wav_declared_frames(head) or 0
 
 
 class TranscodeStage:
@@ -170,21 +197,23 @@ class TranscodeStage:
         self.storage = storage or StorageConfig()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {k: [] for k in ("key", "flac", "json", "duration", "reason", "detail")}
+        out: dict[str, list] = {k: [] for k in ("key", "member", "audio", "json", "duration", "reason", "detail")}
         for uri, rel, key in zip(batch["uri"], batch["relpath"], batch["key"], strict=True):
             result, sha = self._one(str(uri))
             out["key"].append(str(key))
             if isinstance(result, Skip):
                 logger.warning("rejected %s: %s (%s)", key, result.reason, result.detail)
-                out["flac"].append(b"")
+                out["member"].append("")
+                out["audio"].append(b"")
                 out["json"].append(b"")
                 out["duration"].append(0.0)
                 out["reason"].append(result.reason)
                 out["detail"].append(result.detail)
                 continue
-            flac, facts = result
+            audio, facts = result
             meta = {"key": str(key), "source": str(uri), "relpath": str(rel), **facts, "sha256": sha}
-            out["flac"].append(flac)
+            out["member"].append(facts["stored_as"])
+            out["audio"].append(audio)
             out["json"].append(json.dumps(meta, sort_keys=True).encode("utf-8"))
             out["duration"].append(float(facts["duration"]))
             out["reason"].append("")
@@ -193,6 +222,9 @@ class TranscodeStage:
 
     def _one(self, uri: str) -> tuple[tuple[bytes, dict[str, Any]] | Skip, str]:
         fs = filesystem_for(uri, self.storage)
+        what = None if is_s3(uri) else non_regular_kind(uri)  # before open(): a FIFO would block it forever
+        if what is not None:
+            return Skip(NOT_A_FILE, f"{posixpath.basename(uri)} is {what}, not an audio file"), ""
         try:
             with fs.open(strip_scheme(uri) if is_s3(uri) else uri, "rb") as f:
                 digest = hashlib.sha256()

@@ -127,7 +127,9 @@ def run_tokenize(cfg: TokenizeConfig, log: Callable[[str], None] = print) -> Tok
         stats = json.loads(tio.read_bytes(summary[1], plan.storage))
         log(f"Nothing to do: all {len(plan.names)} shard(s) in {cfg.output} are already tokenized with "
             f"{plan.model.load_uri} (config {plan.config_hash}); pass overwrite=true to redo them.")
-        return TokenizeResult(0, {}, 0, 0.0, 0.0, stats, nothing_to_do=True)
+        result = TokenizeResult(0, {}, 0, 0.0, 0.0, stats, nothing_to_do=True)
+        _finish_interrupted_run(cfg, plan, result)
+        return result
     if cfg.overwrite:
         for n in plan.names:
             tio.remove(tio.done_url(cfg.output, n), plan.storage)
@@ -213,23 +215,21 @@ def _tokenize_dataset(cfg: TokenizeConfig, plan: TokenizePlan) -> Any:
 
 
 def _start_mlflow(cfg: TokenizeConfig, plan: TokenizePlan) -> RunLogger | None:
-    """A new run in the ``tracking:`` store (bound explicitly: no global MLflow state)."""
+    """The job's run in the ``tracking:`` store (bound explicitly: no global MLflow state).
+
+    One run per output (run name ``tokenize-<output folder>`` unless ``tracking.run_name``): a rerun after a
+    kill continues that run, as training does, instead of leaving it RUNNING and opening another.
+    """
     if not cfg.tracking.enabled:
         return None
     from pipelines.common.config import to_dict
-    from pipelines.common.tracking import (
-        RunLogger,
-        client,
-        default_artifact_location,
-        get_or_create_experiment,
-        log_params,
-    )
+    from pipelines.common.tracking import RunLogger, default_artifact_location, get_or_create_run, log_params
 
-    c = client(plan.mlflow_uri)
-    exp_id = get_or_create_experiment(c, cfg.tracking.experiment,
-                                      cfg.tracking.artifact_location or default_artifact_location(plan.mlflow_uri))
-    name = cfg.tracking.run_name or f"tokenize-{cfg.output.rstrip('/').rsplit('/', 1)[-1]}"
-    tracker = RunLogger(plan.mlflow_uri, c.create_run(exp_id, run_name=name).info.run_id)
+    run_id = get_or_create_run(plan.mlflow_uri, cfg.tracking.experiment, _run_name(cfg),
+                               artifact_location=cfg.tracking.artifact_location
+                               or default_artifact_location(plan.mlflow_uri))
+    tracker = RunLogger(plan.mlflow_uri, run_id)
+    tracker.start()  # a rerun continues the run its killed predecessor left RUNNING
     log_params(plan.mlflow_uri, tracker.run_id, loggable_params(to_dict(cfg)))
     m = plan.model
     tags = {"model.uri": m.uri, "model.load_uri": m.load_uri, "model.kind": m.kind, "config_hash": plan.config_hash,
@@ -241,6 +241,24 @@ def _start_mlflow(cfg: TokenizeConfig, plan: TokenizePlan) -> RunLogger | None:
     tracker.set_tags(tags)
     _log_lineage(cfg, plan, tracker)
     return tracker
+
+
+def _finish_interrupted_run(cfg: TokenizeConfig, plan: TokenizePlan, result: TokenizeResult) -> None:
+    """Finish (with the output's stats) a run left RUNNING by a job killed after its last shard was done."""
+    if not cfg.tracking.enabled:
+        return
+    from pipelines.common.tracking import client, find_run
+
+    c = client(plan.mlflow_uri)
+    exp = c.get_experiment_by_name(cfg.tracking.experiment)
+    run = find_run(c, exp.experiment_id, _run_name(cfg)) if exp is not None else None
+    if run is not None and run.info.status == "RUNNING":
+        result.run_id = run.info.run_id
+        _finish_mlflow(plan, result, RunLogger(plan.mlflow_uri, run.info.run_id))
+
+
+def _run_name(cfg: TokenizeConfig) -> str:
+    return cfg.tracking.run_name or f"tokenize-{cfg.output.rstrip('/').rsplit('/', 1)[-1]}"
 
 
 def _log_lineage(cfg: TokenizeConfig, plan: TokenizePlan, tracker: RunLogger) -> None:

@@ -120,6 +120,11 @@ def test_argument_errors_are_reported_before_torch_or_a_model_loads(tmp_path):
     """Bad arguments fail in a process that never imports torch, so no model can have been loaded."""
     wav = write_audio(tmp_path / "clip.wav", music_clip(0.5), 24000)
     (tmp_path / "dir.wav").mkdir()
+    os.mkfifo(tmp_path / "pipe.wav")  # opening it would block: the check must not open it
+    (tmp_path / "loop.wav").symlink_to(tmp_path / "loop.wav")
+    (tmp_path / "broken.wav").symlink_to(tmp_path / "nowhere.wav")
+    tag = b"TIT2" + (6).to_bytes(4, "big") + b"\0\0\x03title"
+    (tmp_path / "tag.mp3").write_bytes(b"ID3\x04\0\0\0\0\0" + bytes([len(tag)]) + tag)  # an ID3 tag, no frames
     codes = CodeFile(codes=np.zeros((8, 13), np.int16), sample_rate=24000, frame_rate=25.0, codebook_size=1024,
                      original_length=12000, original_sample_rate=24000, original_channels=1,
                      model="tiny").save(tmp_path / "codes.npz")
@@ -130,6 +135,10 @@ def test_argument_errors_are_reported_before_torch_or_a_model_loads(tmp_path):
         "no such file": ["encode", tmp_path / "missing.wav", tmp_path / "x.npz"],
         "is a directory, not an audio file": ["encode", tmp_path / "dir.wav", tmp_path / "x.npz"],
         "is a directory, not a code file": ["decode", tmp_path / "dir.wav", tmp_path / "x.wav"],
+        "pipe.wav is a FIFO (named pipe), not an audio file": ["encode", tmp_path / "pipe.wav", tmp_path / "x.npz"],
+        "loop.wav is a symlink loop, not an audio file": ["encode", tmp_path / "loop.wav", tmp_path / "x.npz"],
+        "broken.wav is a broken symlink, not an audio file": ["encode", tmp_path / "broken.wav", tmp_path / "x.npz"],
+        "tag.mp3: only an ID3 tag (26 bytes), no audio frames": ["encode", tmp_path / "tag.mp3", tmp_path / "x.npz"],
         "MP3 output is not supported": ["decode", codes, tmp_path / "x.mp3"],
         "unknown audio format '.xyz'": ["decode", codes, tmp_path / "x.xyz"],
     }

@@ -3,7 +3,8 @@
     python tests/drills/kill_at.py POINT jobs.tokenize --config ... key=value ...
 
 Points (tokenize): ``first_done`` (the driver got its first finished shard), ``mid_shard`` (an actor has
-written a shard's tar and a stray temp file but not yet its done marker), ``before_manifest``.
+written a shard's tar and a stray temp file but not yet its done marker), ``before_manifest``,
+``before_run_end`` (outputs complete, the MLflow run not yet ended).
 Points (prepare): ``first_shard`` (one shard written), ``mid_transcode`` (3 files transcoded, a shard
 half-filled in memory), ``before_manifest`` (shards and rejected.jsonl written, manifest not).
 The kill is of the driver process itself (os.kill SIGKILL), as a crashed node or OOM killer would do.
@@ -71,6 +72,8 @@ def patch_tokenize(point: str) -> None:
         tok.ShardTokenizer = KillMidShard
     elif point == "before_manifest":
         drv.write_summary = lambda *a, **k: die()
+    elif point == "before_run_end":
+        drv._finish_mlflow = lambda *a, **k: die()
     else:
         raise SystemExit(f"unknown point {point}")
 

@@ -42,7 +42,7 @@ def test_transcode_integer_pcm_is_bit_exact(tmp_path, subtype):
     path = write_audio(tmp_path / "a.wav", music_clip(0.5, 44100, 2, seed=3), 44100, subtype=subtype)
     with open(path, "rb") as f:
         flac, facts = transcode(f)
-    assert facts["sample_rate"] == 44100 and facts["channels"] == 2 and facts["flac_subtype"] == subtype
+    assert facts["sample_rate"] == 44100 and facts["channels"] == 2 and facts["stored_as"] == "flac" and facts["stored_subtype"] == subtype
     dtype = "int16" if subtype == "PCM_16" else "int32"
     np.testing.assert_array_equal(sf.read(io.BytesIO(flac), dtype=dtype)[0], sf.read(path, dtype=dtype)[0])
 
