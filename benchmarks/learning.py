@@ -120,7 +120,7 @@ def opus_baseline(audio: torch.Tensor, sample_rate: int, kbps: float, mel: Multi
                   reference_mels: list[torch.Tensor]) -> dict[str, float] | str:
     """Mean mel distance / SI-SDR of Opus at ``kbps`` on the excerpts, or why it was skipped."""
     try:
-        from pipelines.evaluate_tools import find_opus_encoder
+        from pipelines.evaluate.tools import find_opus_encoder
     except ImportError as e:  # pipelines/ is optional here
         return f"Opus baseline skipped: {e}"
     encoder, why = find_opus_encoder()
