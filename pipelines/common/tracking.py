@@ -248,6 +248,11 @@ class RunLogger:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def delete_tag(self, key: str) -> None:
+        """Remove a tag from the run (nothing when it is not set)."""
+        if key in self.client.get_run(self.run_id).data.tags:
+            self.client.delete_tag(self.run_id, key)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         """Upload one local file under ``artifact_path``."""
         self.client.log_artifact(self.run_id, str(path), artifact_path)

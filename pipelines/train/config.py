@@ -59,13 +59,16 @@ class LoaderSection:
     ``shuffle_buffer_batches`` sizes each worker's local shuffle buffer in batches (0: no local shuffle).
     ``materialize``
     computes the train set once before training (small smoke datasets only: every epoch then replays
-    the same segments).
+    the same segments). Validation uses the first ``val_batches * val_batch_size`` held-out segments
+    (at least 2: identification accuracy compares the excerpts with each other; the more, the finer the
+    accuracy and the per-layer code counts, at the cost of one encode and ``len(schedule.val_quantizers) + 1``
+    decodes of each per validation).
     """
 
     source: str = "synthetic"
     batch_size: int = 2
-    val_batch_size: int = 2
-    val_batches: int = 1
+    val_batch_size: int = 4
+    val_batches: int = 2
     num_synthetic: int = 16
     materialize: bool = False
     shuffle_buffer_batches: int = 4
@@ -84,7 +87,12 @@ class ScalingSection:
 
 @dataclass
 class ScheduleSection:
-    """Steps, logging, validation and checkpoint cadence, fault tolerance."""
+    """Steps, logging, validation and checkpoint cadence, fault tolerance.
+
+    ``collapse_perplexity_floor``: a validation whose code perplexity in some RVQ layer is below it warns in
+    the log and tags the run ``codec.collapsed_layers`` (a layer emitting one code has perplexity 1; 0
+    turns the check off).
+    """
 
     max_steps: int = 50
     log_every: int = 1
@@ -94,6 +102,7 @@ class ScheduleSection:
     max_failures: int = 2
     val_quantizers: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     num_audio_samples: int = 1
+    collapse_perplexity_floor: float = 2.0
     # DDP's extra autograd-graph pass per step; off: every parameter gets a gradient (quantizer dropout masks
     # RVQ layers but runs them all). Turn on for a model change that leaves parameters out of a step.
     find_unused_parameters: bool = False
@@ -241,6 +250,10 @@ def validate_train_config(cfg: DictConfig) -> None:
             fail(f"loader.{key}", f"must be >= 1, got {ld[key]}")
     if ld.shuffle_buffer_batches < 0:
         fail("loader.shuffle_buffer_batches", f"must be >= 0, got {ld.shuffle_buffer_batches}")
+    if ld.val_batches * ld.val_batch_size < 2:
+        fail("loader.val_batch_size", "validation needs >= 2 excerpts (loader.val_batches * loader.val_batch_size)")
+    if ld.source == "synthetic" and ld.num_synthetic < 2:
+        fail("loader.num_synthetic", f"must be >= 2 (validation compares excerpts), got {ld.num_synthetic}")
     s = cfg.scaling
     if s.num_workers < 1:
         fail("scaling.num_workers", f"must be >= 1, got {s.num_workers}")
@@ -263,6 +276,8 @@ def validate_train_config(cfg: DictConfig) -> None:
         fail("schedule.val_quantizers", f"must be in [1, {n_cb}], got {list(sc.val_quantizers)}")
     if sc.num_audio_samples < 0:
         fail("schedule.num_audio_samples", f"must be >= 0, got {sc.num_audio_samples}")
+    if sc.collapse_perplexity_floor < 0:
+        fail("schedule.collapse_perplexity_floor", f"must be >= 0, got {sc.collapse_perplexity_floor}")
     if not cfg.tracking.experiment:
         fail("tracking.experiment", "must be set")
     if not cfg.tracking.alias:

@@ -107,8 +107,9 @@ def shard_datasets(cfg: DictConfig) -> dict[str, ray.data.Dataset]:
         train = build_training_dataset(dcfg, split="train")
         validation = build_training_dataset(dcfg, split="val").limit(n_val)
     validation = driver_owned(validation)
-    if validation.count() == 0:
-        raise ValueError(f"data.val_fraction: no validation segments in {list(dcfg.shards)}")
+    if (n := validation.count()) < 2:
+        raise ValueError(f"data.val_fraction: {n} validation segment(s) in {list(dcfg.shards)}; validation needs "
+                         ">= 2 (identification compares them)")
     return {"train": train, "validation": validation}
 
 

@@ -6,8 +6,10 @@ or else, when fine-tuning, loads the ``init.checkpoint`` weights (:mod:`pipeline
 both networks in DDP and runs :class:`codec.train_step.GANTrainStep` on batches of its ``train`` dataset
 shard until ``schedule.max_steps``. Every ``checkpoint_every`` steps all workers call
 ``ray.train.report`` together (rank 0 writes the state, every rank its RNG). Rank 0 alone talks to
-MLflow: step metrics, validation (mel distance per number of quantizers, codebook usage), audio and
-spectrogram samples, and the final model (:mod:`pipelines.train.validation` holds the validation code).
+MLflow: step metrics, validation (codes used and perplexity per RVQ layer, mel distance, SI-SDR and
+identification accuracy per number of quantizers, the constant-codes baseline, a warning and run tag
+when a layer collapses), audio and spectrogram samples, and the final model
+(:mod:`pipelines.train.validation` holds the validation code).
 """
 
 from __future__ import annotations

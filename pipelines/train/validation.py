@@ -1,15 +1,23 @@
 """Validation and model export run by rank 0 of the training loop.
 
-Validation metrics (logged at the training step): multi-scale mel distance with the first 1 / 2 / 4 / 8
-RVQ layers (``val/mel_distance_q{n}``, :class:`codec.nn.loss.MultiScaleMelLoss`), and per RVQ layer the
-fraction of codes used and the code perplexity (``val/codebook_usage_l{k}``,
-``val/codebook_perplexity_l{k}``). Samples: original and reconstructed wavs plus a spectrogram comparison
-PNG under ``samples/step_XXXXXXX/``.
+Validation encodes the held-out excerpts (the first ``loader.val_batches * loader.val_batch_size``
+validation segments, read once and kept) and asks :func:`codec.diagnostics.evaluate_learning` whether the
+codec learns. Metrics (logged at the training step, names from ``LearningReport.as_metrics("val/")``):
+
+* ``val/codes_used_l{k}``, ``val/usage_l{k}``, ``val/perplexity_l{k}``: per RVQ layer k;
+* ``val/mel_nq{n}``, ``val/si_sdr_nq{n}``, ``val/identification_nq{n}`` for n in ``schedule.val_quantizers``;
+* ``val/constant_codes_mel``: the decoder fed one fixed code per layer (what codes carrying nothing give);
+* ``val/collapsed_layers``: how many layers have a perplexity below ``schedule.collapse_perplexity_floor``.
+
+A collapse is also a warning in the log (layers and perplexities) and the run tag ``codec.collapsed_layers``
+(e.g. ``"1,2,8"``), deleted again when every layer is back above the floor. Samples: original and
+reconstructed wavs plus a spectrogram comparison PNG under ``samples/step_XXXXXXX/``.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import tempfile
 from pathlib import Path
@@ -22,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from codec.metrics import codebook_counts, codebook_stats  # shared with jobs/evaluate.py
+from codec.diagnostics import LearningReport, collapsed_layers, evaluate_learning
 from codec.nn.loss import MultiScaleMelLoss
 from pipelines.common.tracking import RunLogger
 
@@ -54,8 +62,14 @@ def spectrogram_png(original: np.ndarray, reconstruction: np.ndarray, sample_rat
     return Path(path)
 
 
+COLLAPSE_TAG = "codec.collapsed_layers"
+
+
 class Validator:
-    """Validation on rank 0 over the first ``data.val_batches`` batches of the validation dataset.
+    """Validation on rank 0 over the first ``loader.val_batches * loader.val_batch_size`` validation rows.
+
+    The excerpts and their reference mel spectrograms are read once (the validation set is fixed) and
+    reused at every validation.
 
     Args:
         cfg: the training config.
@@ -65,70 +79,98 @@ class Validator:
     def __init__(self, cfg: DictConfig, device: torch.device):
         self.cfg = cfg
         self.device = device
-        m = cfg.codec.model
-        self.sample_rate = int(m.sample_rate)
-        self.n_codebooks = int(m.n_codebooks)
-        self.codebook_size = int(m.codebook_size)
-        self.quantizers = sorted({int(q) for q in cfg.schedule.val_quantizers})
+        self.sample_rate = int(cfg.codec.model.sample_rate)
+        self.quantizers = tuple(sorted({int(q) for q in cfg.schedule.val_quantizers}))
+        self.floor = float(cfg.schedule.collapse_perplexity_floor)
+        self.batch_size = int(cfg.loader.val_batch_size)
         self.mel = MultiScaleMelLoss(self.sample_rate).to(device)
+        self.excerpts: dict[str, Tensor] = {}
+        self.reference_mels: list[Tensor] | None = None
+        self.collapsed: list[int] | None = None  # None: not checked yet in this process
 
-    @torch.no_grad()
-    def metrics(self, generator: nn.Module, dataset: Any) -> tuple[dict[str, float], dict[str, Tensor]]:
-        """Validation metrics and the first batch's audio / reconstruction ([B,1,N] tensors on CPU)."""
-        was_training = generator.training
-        generator.eval()
-        sums = {q: 0.0 for q in self.quantizers}
-        counts = torch.zeros(self.n_codebooks, self.codebook_size, dtype=torch.long)
-        n_items, first = 0, {}
-        try:
-            batches = dataset.iter_torch_batches(batch_size=int(self.cfg.loader.val_batch_size), device=self.device,
-                                                 dtypes=torch.float32)
-            for i, batch in enumerate(batches):
-                if i >= self.cfg.loader.val_batches:
-                    break
-                audio, semantic = batch["audio"], batch["semantic"]
-                b = audio.shape[0]
-                for q in self.quantizers:
-                    out = generator(audio, semantic, n_quantizers=q)
-                    sums[q] += float(self.mel(out.audio, audio)) * b
-                    if q == self.quantizers[-1]:
-                        if not first:
-                            first = {"audio": audio.cpu(), "reconstruction": out.audio.float().cpu()}
-                        counts[:out.codes.shape[1]] += codebook_counts(out.codes, self.codebook_size)
-                n_items += b
-        finally:
-            generator.train(was_training)
-        if n_items == 0:
-            raise RuntimeError("the validation dataset is empty")
-        metrics = {f"val/mel_distance_q{q}": s / n_items for q, s in sums.items()}
-        usage, perplexity = codebook_stats(counts)
-        for k in range(min(self.quantizers[-1], self.n_codebooks)):
-            metrics[f"val/codebook_usage_l{k + 1}"] = float(usage[k])
-            metrics[f"val/codebook_perplexity_l{k + 1}"] = float(perplexity[k])
+    def load_excerpts(self, dataset: Any) -> dict[str, Tensor]:
+        """``{"audio": [N,1,S], "semantic": [N,T,Ds]}`` on the device, read from ``dataset`` on the first call."""
+        if not self.excerpts:
+            batches = dataset.iter_torch_batches(batch_size=self.batch_size, device=self.device, dtypes=torch.float32)
+            rows = list(itertools.islice(batches, int(self.cfg.loader.val_batches)))
+            if not rows:
+                raise RuntimeError("the validation dataset is empty")
+            self.excerpts = {k: torch.cat([b[k] for b in rows]) for k in ("audio", "semantic")}
+            if self.excerpts["audio"].shape[0] < 2:
+                raise RuntimeError("validation needs >= 2 excerpts (identification compares them); got "
+                                   f"{self.excerpts['audio'].shape[0]}: raise loader.val_batch_size or "
+                                   "data.val_fraction")
+            self.reference_mels = self.mel.spectrograms(self.excerpts["audio"])
+        return self.excerpts
+
+    def report(self, generator: nn.Module, dataset: Any) -> LearningReport:
+        """:func:`codec.diagnostics.evaluate_learning` on the validation excerpts."""
+        x = self.load_excerpts(dataset)
+        return evaluate_learning(generator, x["audio"], x["semantic"], n_qs=self.quantizers, mel=self.mel,
+                                 reference_mels=self.reference_mels, batch_size=self.batch_size)
+
+    def metrics(self, report: LearningReport) -> dict[str, float]:
+        """The report as ``val/...`` metrics, plus the collapsed-layer count and system load."""
+        metrics = report.as_metrics(prefix="val/")
+        metrics["val/collapsed_layers"] = float(len(collapsed_layers(report.perplexity, self.floor)))
         vm = psutil.virtual_memory()
         metrics["system/memory_used_gb"] = (vm.total - vm.available) / 2**30
         metrics["system/cpu_percent"] = psutil.cpu_percent()
-        return metrics, first
+        return metrics
+
+    def check_collapse(self, perplexity: list[float], tracker: RunLogger | None, step: int) -> list[int]:
+        """Warn and tag the run when layers fall below the perplexity floor; delete the tag on recovery.
+
+        Returns:
+            The collapsed layers (numbered from 1), empty when all are healthy.
+        """
+        collapsed = collapsed_layers(perplexity, self.floor)
+        if collapsed:
+            logger.warning("step %d: codebook collapse: layer(s) %s below perplexity %g (perplexity %s)", step,
+                           collapsed, self.floor, ", ".join(f"L{k} {perplexity[k - 1]:.2f}" for k in collapsed))
+            if tracker is not None and collapsed != self.collapsed:
+                tracker.set_tags({COLLAPSE_TAG: ",".join(map(str, collapsed))})
+        elif self.collapsed is None or self.collapsed:
+            if self.collapsed:
+                logger.info("step %d: every layer is back above perplexity %g", step, self.floor)
+            if tracker is not None:  # also clears a tag left by an earlier attempt of a resumed run
+                tracker.delete_tag(COLLAPSE_TAG)
+        self.collapsed = collapsed
+        return collapsed
+
+    @torch.no_grad()
+    def samples(self, generator: nn.Module, n: int) -> tuple[Tensor, Tensor]:
+        """The first ``n`` excerpts [n,1,S] and their reconstructions with the most quantizers (on CPU)."""
+        audio, semantic = self.excerpts["audio"][:n], self.excerpts["semantic"][:n]
+        was_training = generator.training
+        generator.eval()
+        try:
+            recon = generator.decode(generator.encode(audio, semantic)[:, :self.quantizers[-1]])
+        finally:
+            generator.train(was_training)
+        return audio.cpu(), recon.float().cpu()
 
     def run(self, generator: nn.Module, dataset: Any, tracker: RunLogger | None, step: int) -> dict[str, float]:
-        """Compute and log validation metrics and audio / spectrogram samples at ``step``."""
-        metrics, first = self.metrics(generator, dataset)
+        """Compute and log validation metrics, the collapse check and audio / spectrogram samples at ``step``."""
+        report = self.report(generator, dataset)
+        metrics = self.metrics(report)
+        self.check_collapse(report.perplexity, tracker, step)
+        logger.info("step %d validation: %s", step, {k: round(v, 4) for k, v in metrics.items()})
         if tracker is None:
             return metrics
         tracker.log_metrics(metrics, step)
-        n = min(int(self.cfg.schedule.num_audio_samples), first["audio"].shape[0] if first else 0)
+        n = min(int(self.cfg.schedule.num_audio_samples), report.n_excerpts)
         if n:
+            audio, recon = self.samples(generator, n)
             with tempfile.TemporaryDirectory() as tmp:
                 q = self.quantizers[-1]
                 for i in range(n):
-                    orig = first["audio"][i, 0].numpy()
-                    recon = first["reconstruction"][i, 0].clamp(-1, 1).numpy()
+                    orig, rec = audio[i, 0].numpy(), recon[i, 0].clamp(-1, 1).numpy()
                     sf.write(f"{tmp}/sample{i}_original.wav", orig, self.sample_rate, subtype="PCM_16")
-                    sf.write(f"{tmp}/sample{i}_reconstruction_q{q}.wav", recon, self.sample_rate, subtype="PCM_16")
-                    spectrogram_png(orig, recon, self.sample_rate, f"{tmp}/sample{i}_spectrogram.png",
+                    sf.write(f"{tmp}/sample{i}_reconstruction_q{q}.wav", rec, self.sample_rate, subtype="PCM_16")
+                    spectrogram_png(orig, rec, self.sample_rate, f"{tmp}/sample{i}_spectrogram.png",
                                     title=f"step {step}, {q} quantizers")
                 tracker.log_artifacts(tmp, f"samples/step_{step:07d}")
-        logger.info("step %d validation: %s", step, {k: round(v, 4) for k, v in metrics.items()})
         return metrics
 
 

@@ -60,10 +60,15 @@ def test_train_logs_registers_and_loads(music_shards, tmp_path, mlflow_sqlite):
     assert steps_of(c, result.run_id, "train/loss_g") == list(range(1, 31))
     assert steps_of(c, result.run_id, "train/lr")[-1] == 30
     for q in (1, 2, 4, 8):
-        assert steps_of(c, result.run_id, f"val/mel_distance_q{q}") == [15, 30]
+        assert steps_of(c, result.run_id, f"val/mel_nq{q}") == [15, 30]
+        identification = c.get_metric_history(result.run_id, f"val/identification_nq{q}")[-1].value
+        assert 0.0 <= identification <= 1.0
     for k in range(1, 9):
-        usage = c.get_metric_history(result.run_id, f"val/codebook_usage_l{k}")[-1].value
+        usage = c.get_metric_history(result.run_id, f"val/usage_l{k}")[-1].value
         assert 0.0 < usage <= 1.0
+        assert c.get_metric_history(result.run_id, f"val/perplexity_l{k}")[-1].value >= 1.0
+    assert steps_of(c, result.run_id, "val/constant_codes_mel") == [15, 30]
+    assert steps_of(c, result.run_id, "val/collapsed_layers") == [15, 30]
     assert run.data.tags["system.torch"]
     samples = [f.path for f in c.list_artifacts(result.run_id, "samples/step_0000030")]
     assert any(p.endswith("_original.wav") for p in samples) and any(p.endswith(".wav") and "reconstruction" in p
@@ -109,7 +114,7 @@ def test_worker_failure_and_resubmission_resume_same_run(music_shards, tmp_path,
     assert run.info.status == "FINISHED"
     assert run.data.tags["ray.attempt_start_step"] == "10"  # the last attempt restored checkpoint 10
     assert steps_of(c, result.run_id, "train/loss_g") == list(range(1, 17))  # no gap, no restart
-    assert steps_of(c, result.run_id, "val/mel_distance_q8") == [8, 16]
+    assert steps_of(c, result.run_id, "val/mel_nq8") == [8, 16]
     assert result.metrics["step"] == 16
     assert run.data.tags["final_model_uri"].startswith("models:/m-")  # logged, not registered
 

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from codec.metrics import codebook_stats
 from pipelines.common.config import ConfigError, to_dict
 from pipelines.common.tracking import REDACTED, RunLogger, get_or_create_run, log_params, loggable_params
 from pipelines.train.checkpoint import load_tree, rng_state, save_tree, set_rng_state
 from pipelines.train.config import load_train_config
-from pipelines.train.validation import codebook_stats, spectrogram_png
+from pipelines.train.validation import COLLAPSE_TAG, Validator, spectrogram_png
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIGS = sorted((REPO / "configs" / "train").glob("*.yaml"))
@@ -150,6 +151,83 @@ def test_codebook_stats():
     usage, perplexity = codebook_stats(counts)
     assert usage.tolist() == [1.0, 0.125]
     assert perplexity[0].item() == pytest.approx(8.0) and perplexity[1].item() == pytest.approx(1.0)
+
+
+class Excerpts:
+    """The validation dataset's interface (``iter_torch_batches``) over seeded music clips and their tiny-MuQ
+    features, without Ray."""
+
+    def __init__(self, cfg, n: int):
+        from codec.builders import build_teacher
+        from pipelines.common.synthetic import music_clip
+
+        sr, seconds = int(cfg.codec.model.sample_rate), float(cfg.data.segment_seconds)
+        self.audio = torch.from_numpy(np.stack([music_clip(seconds, sr, 1, seed=50 + i)[:, 0] for i in range(n)]))
+        with torch.no_grad():
+            self.semantic = build_teacher(cfg.codec)(self.audio)
+        self.audio = self.audio[:, None, :]
+
+    def iter_torch_batches(self, batch_size: int, device, dtypes):
+        for i in range(0, len(self.audio), batch_size):
+            yield {"audio": self.audio[i:i + batch_size].to(device, dtypes),
+                   "semantic": self.semantic[i:i + batch_size].to(device, dtypes)}
+
+
+def test_validation_warns_and_tags_a_collapsed_codec(mlflow_sqlite, caplog):
+    """A healthy codec: no warning, no tag. Every code forced to one value: a warning naming the layers and
+    their perplexity, and the run tag. Back to healthy: the tag is gone."""
+    import logging
+
+    from mlflow import MlflowClient
+
+    from codec.builders import build_generator
+
+    cfg = load_train_config(None, ["schedule.val_quantizers=[1,8]", "schedule.num_audio_samples=1"])
+    assert cfg.loader.val_batches * cfg.loader.val_batch_size == 8  # the default validation set
+    generator = build_generator(cfg.codec)
+    run_id = get_or_create_run(mlflow_sqlite, "test-validation", "collapse")
+    tracker = RunLogger(mlflow_sqlite, run_id)
+    validator = Validator(cfg, torch.device("cpu"))
+    data = Excerpts(cfg, 8)
+    tags = lambda: MlflowClient(mlflow_sqlite).get_run(run_id).data.tags  # noqa: E731
+
+    with caplog.at_level(logging.INFO, logger="pipelines.train.validation"):
+        healthy = validator.run(generator, data, tracker, step=1)
+    assert min(healthy[f"val/perplexity_l{k}"] for k in range(1, 9)) >= cfg.schedule.collapse_perplexity_floor
+    assert healthy["val/collapsed_layers"] == 0 and 0 <= healthy["val/identification_nq8"] <= 1
+    assert {"val/codes_used_l8", "val/usage_l1", "val/mel_nq1", "val/si_sdr_nq8", "val/constant_codes_mel"} <= set(healthy)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert COLLAPSE_TAG not in tags()
+    assert [f.path for f in MlflowClient(mlflow_sqlite).list_artifacts(run_id, "samples/step_0000001")]
+
+    saved = {k: v.clone() for k, v in generator.state_dict().items()}
+    with torch.no_grad():  # every codebook vector the same: every frame picks code 0 in every layer
+        for vq in generator.quantizer.quantizers:
+            vq.codebook.weight.fill_(1.0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipelines.train.validation"):
+        collapsed = validator.run(generator, data, tracker, step=2)
+    assert [collapsed[f"val/codes_used_l{k}"] for k in range(1, 9)] == [1.0] * 8
+    assert collapsed["val/collapsed_layers"] == 8
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "[1, 2, 3, 4, 5, 6, 7, 8]" in warning and "L1 1.00" in warning and "L8 1.00" in warning
+    assert tags()[COLLAPSE_TAG] == "1,2,3,4,5,6,7,8"
+    history = MlflowClient(mlflow_sqlite).get_metric_history(run_id, "val/perplexity_l1")
+    assert [(m.step, round(m.value, 3)) for m in sorted(history, key=lambda m: m.step)][1] == (2, 1.0)
+
+    generator.load_state_dict(saved)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipelines.train.validation"):
+        assert validator.run(generator, data, tracker, step=3)["val/collapsed_layers"] == 0
+    assert COLLAPSE_TAG not in tags()
+    assert any("back above" in r.getMessage() for r in caplog.records)
+
+
+def test_validation_needs_two_excerpts():
+    with pytest.raises(ConfigError, match="loader.val_batch_size"):
+        load_train_config(None, ["loader.val_batch_size=1", "loader.val_batches=1"])
+    with pytest.raises(ConfigError, match="schedule.collapse_perplexity_floor"):
+        load_train_config(None, ["schedule.collapse_perplexity_floor=-1"])
 
 
 def test_spectrogram_png(tmp_path):
