@@ -136,7 +136,7 @@ COMMANDS: dict[str, Callable[..., Any] | str] = {
     "models": models,
     "import-muq-xcodec": import_muq_xcodec,
     "export-muq-xcodec": export_muq_xcodec,
-    "push": "codec.hub:push",
+    "push": "codec.publish:push",
 }
 
 # Errors that are the user's input, reported as one line on stderr (exit code 1) instead of a traceback.

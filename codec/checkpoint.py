@@ -17,17 +17,17 @@ from typing import Any
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.yaml"
-TEACHER_FILE = "teacher.safetensors"
-DISCRIMINATOR_FILE = "discriminator.safetensors"  # training / import only; inference never reads it
-MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+from codec.hub import download, parse_hub_ref
+from codec.names import (  # noqa: F401 - re-exported: the names of a checkpoint folder
+    CONFIG_FILE,
+    DISCRIMINATOR_FILE,
+    MLFLOW_SCHEMES,
+    MODEL_FILE,
+    TEACHER_FILE,
+    is_mlflow_uri,
+)
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
-def is_mlflow_uri(name: str) -> bool:
-    """True for ``models:/...``, ``runs:/...`` and ``mlflow-artifacts:/...``."""
-    return str(name).startswith(MLFLOW_SCHEMES)
 
 
 def model_store(tracking_uri: str | None = None) -> str:
@@ -84,8 +84,6 @@ def resolve_checkpoint_dir(name_or_uri: str | Path, dst: str | Path | None = Non
     Raises:
         FileNotFoundError: not a checkpoint directory, a Hub id that cannot be fetched, or no such MLflow store.
     """
-    from codec.hub import download, parse_hub_ref
-
     hub = parse_hub_ref(name_or_uri, revision)
     if revision is not None and hub is None:
         raise ValueError(f"revision={revision!r} applies to Hugging Face Hub ids only, not to {name_or_uri!r}")

@@ -132,12 +132,12 @@ class Codec(nn.Module):
         return directory
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Publish this codec on the Hugging Face Hub with a generated model card (:func:`codec.hub.push_to_hub`;
+        """Publish this codec on the Hugging Face Hub with a generated model card (:func:`codec.publish.push_to_hub`;
         ``kwargs``: ``revision``, ``private``, ``token``, ``commit_message``, ``training_data``, ``eval_json``).
         Returns the ``huggingface_hub.CommitInfo``."""
         import tempfile
 
-        from codec.hub import push_to_hub
+        from codec.publish import push_to_hub
 
         with tempfile.TemporaryDirectory() as tmp:
             return push_to_hub(self.save_pretrained(tmp), repo_id, **kwargs)

@@ -58,10 +58,10 @@ def _architecture(cfg: Any, folder: Path) -> list[str]:
 
 
 def _bitrates(cfg: Any) -> list[str]:
-    from codec.catalog import model_info
+    from codec.config import bitrate, frame_rate
 
-    info = model_info("", "", cfg, weights=True)
-    rows = [[str(k), f"{bps:g}", f"{info.frame_rate * k:g}"] for k, bps in enumerate(info.bitrates, start=1)]
+    rate = frame_rate(cfg)
+    rows = [[str(k), f"{bitrate(cfg, k):g}", f"{rate * k:g}"] for k in range(1, int(cfg.model.n_codebooks) + 1)]
     return _table(["n_q (layers)", "bits/s", "tokens/s"], rows)
 
 

@@ -2,7 +2,7 @@
 
 No network: ``HF_HUB_OFFLINE=1`` (tests/conftest.py). Repos are put into a temporary Hugging Face cache in
 the layout ``huggingface_hub`` downloads into (checked with ``scan_cache_dir``); pushes go through
-``codec.hub.push_to_hub`` with an ``HfApi`` stand-in that commits into that cache (tests/hf_cache.py).
+``codec.publish.push_to_hub`` with an ``HfApi`` stand-in that commits into that cache (tests/hf_cache.py).
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from hf_cache import CacheHub, add_commit
 
 import codec
 from codec.checkpoint import resolve_checkpoint_dir
-from codec.hub import HubRef, parse_hub_ref, push_to_hub, stage_repo
+from codec.hub import HubRef, parse_hub_ref
 from codec.inference import Codec
+from codec.publish import push_to_hub, stage_repo
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 SMALL = dict(chunk_seconds=1.0, context_seconds=0.4, window_seconds=2.0)
