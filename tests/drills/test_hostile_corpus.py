@@ -140,7 +140,7 @@ def test_prepare_survives_hostile_folder(ray_local, tmp_path):
     assert kept["wav_short.wav"]["declared_frames"] == 16000 > kept["wav_short.wav"]["frames"]  # header said 2 s
     # the float source is stored bit-exactly (a float wav member), not clipped to [-1, 1]
     assert members[kept["loud_float.wav"]["key"]][0] == "wav"
-    stored, _ = sf.read(io.BytesIO(members[kept["loud_float.wav"]["key"]][1]), dtype="float32")
+    stored, _ = sf.read(io.BytesIO(members[kept["loud_float.wav"]["key"]][1]), dtype="float32", always_2d=True)
     np.testing.assert_array_equal(stored, loud_float_wav()[1])
     assert manifest["changes"] == {"truncated": sum(m["truncated"] for m in kept.values()),
                                    "clipped": sum(m["clipped_samples"] > 0 for m in kept.values()),
