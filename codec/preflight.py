@@ -105,7 +105,7 @@ def explain_unreadable(head: bytes, size: int) -> str | None:
     """
     if size == 0:
         return "an empty file (0 bytes)"
-    if head[:3] == b"ID3" and len(head) >= 10:
+    if head[:3] == b"ID3" and len(head) >= 10 and head[3] in (2, 3, 4) and all(b < 0x80 for b in head[6:10]):
         tag = 10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(head[6:10])) + (10 if head[5] & 0x10 else 0)
         rest = head[tag:] if len(head) >= size else None
         if size <= tag or (rest is not None and not rest.strip(b"\0")):
