@@ -163,7 +163,16 @@ def transcode(fileobj: Any) -> tuple[bytes, dict[str, Any]] | Skip:
              "duration": round(frames / info.sample_rate, 6), "source_format": info.format,
              "source_subtype": info.subtype, "stored_as": stored_as, "stored_subtype": subtype,
              "truncated": truncated or frames < declared, "declared_frames": declared, "clipped_samples": clipped}
-    return out.getvalue(), facts
+    return _without_peak_timestamp(out.getvalue()), facts
+
+
+def _without_peak_timestamp(data: bytes) -> bytes:
+    """libsndfile stamps a float WAV's PEAK chunk with the time of writing; zero it so shards are deterministic.
+
+    PEAK chunk: ``b"PEAK"``, size (4), version (4), timestamp (4), then the peaks.
+    """
+    i = data.find(b"PEAK", 12, 512) if data[:4] == b"RIFF" else -1
+    return data if i < 0 else data[:i + 12] + b"\0\0\0\0" + data[i + 16:]
 
 
 def _open_stream(fileobj: Any) -> tuple[sf.SoundFile, AudioInfo, int] | Skip:
