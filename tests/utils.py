@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import soundfile as sf
 
 from pipelines.common.synthetic import music_clip, write_corpus  # noqa: F401  (re-exported for tests)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (tests stay on loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kill_session(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """SIGKILL every process in the session ``proc`` leads (``start_new_session=True``) and wait until all are gone.
+
+    Killing the process group alone leaves Ray's raylet and workers running in their own groups for a while; a
+    worker could still finish a shard after the "kill", so a test could not tell what the killed run left behind.
+    """
+    deadline = time.monotonic() + timeout
+    while members := _live_session_members(proc.pid):
+        for member in members:
+            try:
+                member.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        if proc.poll() is None:
+            proc.wait()
+        assert time.monotonic() < deadline, f"processes of session {proc.pid} outlived SIGKILL: {members}"
+        time.sleep(0.05)
+    proc.wait()
+
+
+def _live_session_members(session: int) -> list[psutil.Process]:
+    members = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == session and p.status() != psutil.STATUS_ZOMBIE:
+                members.append(p)
+        except (OSError, psutil.Error):
+            pass
+    return members
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, **kwargs) -> Path:

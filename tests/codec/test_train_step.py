@@ -1,9 +1,8 @@
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from utils import free_port
 
 from codec.model.discriminator import Discriminator
 from codec.model.xcodec import XCodec
@@ -124,16 +123,10 @@ def test_bad_weight_key_and_missing_teacher_fail():
         GANTrainStep(gen, disc, sample_rate=24000)(_audio(batch=1))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("find_unused", [False, True])
 def test_step_with_ddp_wrapped_networks(find_unused):
     gen, disc = _nets(quantizer_dropout=0.5)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
     try:
         ddp_g = DDP(gen, find_unused_parameters=find_unused)
         ddp_d = DDP(disc, find_unused_parameters=find_unused)

@@ -13,7 +13,6 @@ process is shut down first and a local one like ``ray_local``'s is started again
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from drill_utils import REPO, assert_done_shards_valid, job_env, read_token_shard, visible_tree, write_shards
+from utils import kill_session
 
 from pipelines.common import shard_io as tio
 
@@ -104,8 +104,7 @@ def test_tokenize_survives_node_loss(cluster, drill_tiny_dir, tmp_path):
         rc = proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            kill_session(proc)
     took = time.perf_counter() - t0
     text = log.read_text()
     assert rc == 0, f"job failed after the node loss (exit {rc}):\n{text[-3000:]}"

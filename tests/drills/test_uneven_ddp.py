@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from utils import kill_session
 
 pytestmark = pytest.mark.slow
 
@@ -101,8 +101,8 @@ def run_child(out: Path, mode: str) -> tuple[int | None, str]:
         log, _ = proc.communicate(timeout=TIMEOUT_S)
         return proc.returncode, log
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        log, _ = proc.communicate()
+        kill_session(proc)  # the child and the Ray processes it started
+        log = proc.stdout.read()
         return None, log
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from utils import music_clip
+from utils import kill_session, music_clip
 
 from pipelines.common import shard_io as tio
 from pipelines.tokenize.config import load_tokenize_config
@@ -175,6 +174,22 @@ def job_env() -> dict[str, str]:
     return env
 
 
+def kill_after_first_shard(args: list[str], cwd: Path, env: dict[str, str], out: Path) -> int:
+    """Start the job, SIGKILL it (driver and Ray processes) once a shard is done; return the done shards it left."""
+    done_dir = out / tio.DONE_DIR
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (done_dir.is_dir() and any(done_dir.glob("*.json"))):
+            assert proc.poll() is None, "job exited before finishing a shard"
+            assert time.monotonic() < deadline, "no shard finished in time"
+            time.sleep(0.05)
+    finally:
+        kill_session(proc)  # nothing finishes a shard after this
+    return len([p for p in done_dir.glob("*.json") if not p.name.startswith(".")])  # a torn temp marker is not done
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_byte_identical(ray_local, tiny_dir, tmp_path):
     layout = [{f"t{i}a": (4.0, 24000, 1, "flac"), f"t{i}b": (3.0, 22050, 2, "wav")} for i in range(3)]
@@ -182,23 +197,12 @@ def test_killed_run_resumes_byte_identical(ray_local, tiny_dir, tmp_path):
     args = [sys.executable, "-m", "jobs.tokenize", "--config", str(REPO / "configs/tokenize/default.yaml"),
             f"model={tiny_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "progress=false",
             "compute.torch_threads=2", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
-    done_dir = tmp_path / "out" / tio.DONE_DIR
-    proc = subprocess.Popen(args, cwd=tmp_path, env=job_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (done_dir.is_dir() and any(done_dir.iterdir())):
-            assert proc.poll() is None, "job exited before finishing a shard"
-            assert time.monotonic() < deadline, "no shard finished in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert 1 <= len(list(done_dir.iterdir())) < 3, "kill should land between shards"
+    killed_at = kill_after_first_shard(args, tmp_path, job_env(), tmp_path / "out")
+    assert 1 <= killed_at < 3, "kill should land between shards"
 
     resumed = subprocess.run(args, cwd=tmp_path, env=job_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "Done:" in resumed.stdout and "already done" in resumed.stdout
+    assert "Done:" in resumed.stdout and f"({killed_at} already done)" in resumed.stdout
 
     clean = load_tokenize_config(REPO / "configs/tokenize/default.yaml", [
         f"model={tiny_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'clean'}", "progress=false",

@@ -6,16 +6,13 @@ with ``datasets.load_dataset("parquet", ...)``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from test_tokenize_job import REPO, job_env, tree_bytes, write_shards
+from test_tokenize_job import REPO, job_env, kill_after_first_shard, tree_bytes, write_shards
 
-from pipelines.common import shard_io as tio
 from pipelines.tokenize.config import load_tokenize_config
 from pipelines.tokenize.dataset import pack_windows, read_token_file, read_tokens, token_files
 from pipelines.tokenize.driver import OutputMismatchError, run_tokenize
@@ -104,19 +101,7 @@ def test_killed_parquet_run_resumes_byte_identical(ray_local, tiny_dir, tmp_path
             f"model={tiny_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "output_format=parquet",
             "progress=false", "compute.torch_threads=1", "tracking.enabled=false"]
     env = {**job_env(), "OMP_NUM_THREADS": "1"}
-    done_dir = tmp_path / "out" / tio.DONE_DIR
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not (done_dir.is_dir() and any(done_dir.iterdir())):
-            assert proc.poll() is None, "job exited before finishing a shard"
-            assert time.monotonic() < deadline, "no shard finished in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    killed_at = len([p for p in done_dir.iterdir() if not p.name.startswith(".")])  # a torn temp marker is not done
+    killed_at = kill_after_first_shard(args, tmp_path, env, tmp_path / "out")
     assert 1 <= killed_at < 3, "kill should land between shards"
 
     resumed = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -131,3 +116,27 @@ def test_killed_parquet_run_resumes_byte_identical(ray_local, tiny_dir, tmp_path
         "corpus-000000.parquet", "corpus-000001.parquet", "corpus-000002.parquet", "manifest.json", "stats.json"]
     keys = [r["key"] for f in token_files(str(tmp_path / "out")) for r in read_token_file(f)]
     assert sorted(keys) == sorted(f"t{i}{s}" for i in range(3) for s in "ab")  # each track exactly once
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index(heading):]
+    start = after.index("```python\n") + len("```python\n")
+    return after[start:after.index("```", start)]
+
+
+@pytest.mark.slow
+def test_readme_language_model_snippet_runs(ray_local, tiny_dir, tmp_path):
+    """The README's "Training a language model on the tokens" block, verbatim, on a fresh Parquet output."""
+    write_shards(tmp_path / "in", LAYOUT)
+    tokenize(tiny_dir, tmp_path / "in", tmp_path / "demo" / "tokens-pq", "parquet")
+    code = readme_block("#### Training a language model on the tokens")
+    assert 'read_tokens("demo/tokens-pq")' in code
+    env = {**job_env(), "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}  # Ray Train's default storage: ~/ray_results
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loss = float(proc.stdout.split("final loss")[-1].split()[0])  # printed by the Train worker
+    vocab = PackingConfig(window=256, layout="flatten").vocab_size(8)
+    assert 0 < loss < np.log(vocab) + 1.0, proc.stdout[-2000:]  # a finite cross-entropy over the real vocabulary

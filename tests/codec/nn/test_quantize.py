@@ -131,7 +131,7 @@ def _ddp_worker(rank: int, world: int, port: int, queue) -> None:
 def test_codebook_maintenance_keeps_ddp_ranks_identical():
     """Ranks with different data take the same restart decisions and end with identical codebooks."""
     import torch.multiprocessing as mp
-    from conftest import free_port
+    from utils import free_port
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
