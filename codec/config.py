@@ -25,7 +25,7 @@ TEACHER_SOURCES = ("pretrained", "random", "imported")
 INFERENCE_MODES = ("default", "reference")
 DECODE_MODES = ("context", "per_chunk")
 TEACHER_WINDOWS = ("padded", "trimmed")
-INITS = ("default", "trunc_normal")  # codec.model.xcodec.INITS / LATENT_NORMS (kept torch-free here)
+INITS = ("default", "trunc_normal")  # XCodec(init=...), XCodec(latent_norm=...)
 LATENT_NORMS = ("none", "batch", "layer")
 
 

@@ -8,13 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from codec.config import INITS, LATENT_NORMS
 from codec.model.decoder import Decoder
 from codec.model.encoder import Encoder
 from codec.nn.layers import init_weight_normed_
 from codec.nn.quantize import ResidualVectorQuantize
-
-INITS = ("default", "trunc_normal")
-LATENT_NORMS = ("none", "batch", "layer")
 
 
 @dataclass

@@ -113,7 +113,9 @@ def all_ranks_agree(flag: bool, device: torch.device) -> bool:
     without a process group or with one rank)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    from codec.nn.distributed import is_distributed
+
+    if not is_distributed():
         return flag
     t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
