@@ -63,6 +63,10 @@ class DataConfig:
             readable on every node that runs the semantic stage.
         cache_dir: feature cache folder (``pipelines.data.feature_cache``); used when it matches this config.
         storage: S3 endpoint / credentials.
+        resource_reservation: Ray Data's per-operator resource reservation
+            (``DataContext.op_resource_reservation_enabled``) for this pipeline only. Off by default: with it,
+            Ray Data ran the CPU stage one task at a time for the first seconds of every pass (measured on 2 CPUs,
+            1,000 segments: 9.0-9.4 s on, 6.4-6.7 s off, the DataLoader baseline 6.1 s).
     """
 
     shards: list[str] = field(default_factory=list)
@@ -79,6 +83,7 @@ class DataConfig:
     teacher_checkpoint: str | None = None
     cache_dir: str | None = None
     storage: StorageConfig = field(default_factory=StorageConfig)
+    resource_reservation: bool = False
 
 
 def load_data_config(source: str | Path | dict[str, Any] | None = None,

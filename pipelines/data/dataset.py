@@ -5,9 +5,9 @@ Stages (CPU and GPU work kept apart, so each scales on its own resources)::
     read_webdataset (raw bytes, repeated keys renamed)
     -> ShardSegments: one fused CPU task per read block (a shard's samples, up to 512): normalize_sample
        (key + audio bytes) -> split filter (key hash) -> SegmentStage (decode window, mono, resample, crop,
-       skip rows) -> drop skip rows; Ray fuses it into the read task (same resources), so a shard is read
-       and cut in one task and only the segments cross the object store
-    -> SemanticStage (actor pool, MuQ loaded once per actor) -> {audio, semantic}
+       skip rows) -> drop skip rows; Ray fuses it into the read task (same resources, one unsplit read task
+       per shard), so a shard is read and cut in one task and only the segments cross the object store
+    -> SemanticStage (actor pool, MuQ loaded once per actor, never fused with the CPU stage) -> {audio, semantic}
 
 Skipped samples never raise: they become one row with a non-empty ``skip_reason`` (and a log line with
 key and reason), so exact counts are a :func:`skip_counts` away.
@@ -24,6 +24,7 @@ import numpy as np
 from codec.config import TeacherConfig
 from pipelines.common.audio_decode import DUPLICATE_KEY, TRUNCATED, Skip, find_audio
 from pipelines.common.config import merge
+from pipelines.common.imports import import_uninterrupted
 from pipelines.common.shard_io import list_shards
 from pipelines.common.storage import (
     is_s3,
@@ -119,8 +120,8 @@ class SegmentStage:
         self.spec, self.epoch, self.torch_threads = spec, epoch, torch_threads
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        import torch
-
+        torch = import_uninterrupted("torch")  # a cancelled task must not leave torch half imported
+        import_uninterrupted("torchaudio.functional")  # the resampler's, same reason
         if torch.get_num_threads() != self.torch_threads:
             torch.set_num_threads(self.torch_threads)
         L = self.spec.length
@@ -278,7 +279,8 @@ def read_shards(paths: list[str], cfg: DataConfig, num_cpus: float | None = None
     return ray.data.read_datasource(_webdataset_datasource(
         [strip_scheme(p) for p in paths] if s3 else paths,
         filesystem=pyarrow_filesystem(paths[0], cfg.storage.resolved()), filerename=RenameRepeatedKeys()),
-        num_cpus=cfg.cpu.read_num_cpus if num_cpus is None else num_cpus)
+        num_cpus=cfg.cpu.read_num_cpus if num_cpus is None else num_cpus,
+        override_num_blocks=len(paths))  # one read task per shard, its blocks not split (splitting stops fusion)
 
 
 def segment_spec(cfg: DataConfig) -> SegmentSpec:
@@ -299,6 +301,7 @@ def build_segment_dataset(cfg: DataConfig, split: str | None = "train", epoch: i
         keep_skipped: keep the skip rows (one per skipped track, ``start == -1``) for accounting.
     """
     ds = read_shards(resolve_shards(cfg), cfg, num_cpus=cfg.cpu.num_cpus)  # same resources: fused below
+    ds.context.op_resource_reservation_enabled = cfg.resource_reservation  # this pipeline's context copy
     return ds.map_batches(ShardSegments(segment_spec(cfg), split, cfg.val_fraction, epoch, cfg.cpu.torch_threads,
                                         keep_skipped),
                           batch_size=None, batch_format="pyarrow", zero_copy_batch=True, num_cpus=cfg.cpu.num_cpus)
@@ -313,7 +316,11 @@ def add_semantic(ds, cfg: DataConfig):
         SemanticStage, fn_constructor_kwargs={"teacher": cfg.teacher, "checkpoint": cfg.teacher_checkpoint,
                                "torch_threads": sem.torch_threads},
         compute=ray.data.ActorPoolStrategy(size=sem.actors), batch_size=sem.batch_size, batch_format="numpy",
-        num_gpus=sem.num_gpus, num_cpus=sem.num_cpus)
+        num_gpus=sem.num_gpus, num_cpus=sem.num_cpus,
+        # OpenMP sized to the actor's threads. It also keeps the stages apart: Ray Data fuses a task stage into
+        # the actor stage after it when their remote args are equal (as with the CPU defaults), and decoding
+        # would then run inside the MuQ actors; a runtime env of its own makes the args differ.
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, sem.torch_threads))}})
 
 
 def skip_counts(rows: list[dict[str, Any]] | Any) -> tuple[set[str], Counter[str]]:

@@ -95,13 +95,19 @@ def test_pipeline_yields_aligned_audio_and_semantic_from_two_actors(tmp_path, ra
 
     teacher = build_teacher(cfg.teacher)
     n = 0
-    for batch in build_training_dataset(cfg, "train").iter_torch_batches(batch_size=4):
+    ds = build_training_dataset(cfg, "train")
+    for batch in ds.iter_torch_batches(batch_size=4):
         audio, semantic = batch["audio"], batch["semantic"]
         assert audio.shape[1:] == (1, 24000) and audio.dtype == torch.float32
         assert semantic.shape == (audio.shape[0], 25, 32) and semantic.dtype == torch.float32
         torch.testing.assert_close(semantic, teacher(audio), atol=1e-4, rtol=1e-4)  # aligned to its audio
         n += audio.shape[0]
     assert n == 2 * len(train_keys)
+    # the CPU stage ran inside the read tasks (one per shard; a split read is not fused, and the unfused
+    # pipeline moved every raw block through the object store, issue 16), and apart from the MuQ actors
+    stats = ds.stats()
+    assert "ReadTolerantWebDataset->MapBatches(ShardSegments):" in stats, stats
+    assert "MapBatches(ShardSegments)->MapBatches(SemanticStage)" not in stats, stats
 
     # feature cache: written once, then used by the training pipeline (same rows, no teacher needed)
     assert not cache_matches(cfg)
