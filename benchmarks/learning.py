@@ -38,8 +38,8 @@ from codec.config import config_to_dict, load_codec_config  # noqa: E402
 from codec.diagnostics import LearningReport, evaluate_learning  # noqa: E402
 from codec.metrics import si_sdr  # noqa: E402
 from codec.nn.loss import MultiScaleMelLoss  # noqa: E402
+from pipelines.common.audio_decode import AUDIO_SUFFIXES  # noqa: E402
 
-AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav", ".opus")
 N_QS = (1, 2, 4, 8)
 
 
@@ -60,7 +60,7 @@ class Targets:
 # ---------------------------------------------------------------------------------------------- corpus
 def load_corpus(folder: Path, sample_rate: int, cache: Path) -> dict[str, np.ndarray]:
     """Every track of ``folder`` as float32 mono at ``sample_rate`` (decoded once, then read from ``cache``)."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower().lstrip(".") in AUDIO_SUFFIXES)
     if not files:
         raise SystemExit(f"no audio in {folder}: run ../shared/music/real_music.sh first")
     cache.mkdir(parents=True, exist_ok=True)

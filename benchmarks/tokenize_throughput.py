@@ -73,9 +73,6 @@ def write_corpus(root: Path, tracks: int, seconds: float, per_shard: int) -> lis
     return paths
 
 
-AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav", ".opus")
-
-
 def write_real_corpus(src: Path, root: Path, minutes: float, per_shard: int) -> tuple[list[Path], float]:
     """Shards of real tracks (name order) transcoded by ``pipelines.prepare.stage.transcode`` until
     ``minutes`` of audio; returns the shard paths and the audio seconds."""
@@ -123,7 +120,9 @@ def short_track_cost(threads: int, src: Path | None) -> dict:
     torch.set_num_threads(threads)
     codec = Codec.from_pretrained("tiny")
     if src is not None:
-        tracks = [p for p in src.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES]  # not the installer's .done
+        from pipelines.common.audio_decode import AUDIO_SUFFIXES
+
+        tracks = [p for p in src.iterdir() if p.suffix.lower().lstrip(".") in AUDIO_SUFFIXES]  # not the .done file
         audio, sr = sf.read(str(max(tracks, key=lambda p: sf.info(str(p)).duration)), dtype="float32",
                             always_2d=True)
         audio = audio.T
