@@ -39,7 +39,9 @@ class GANTrainStep:
 
     Args:
         generator: XCodec (may be DDP-wrapped). ``forward(audio, semantic)`` -> CodecOutput.
-        discriminator: Discriminator (may be DDP-wrapped). One forward per phase on cat([real, fake]).
+        discriminator: Discriminator (may be DDP-wrapped). The discriminator phase runs it once on
+            cat([real, fake]); the generator phase runs the unwrapped module with its parameters frozen,
+            on the real audio without a graph and on the fake with one.
         sample_rate: audio rate; the mel loss is built for it.
         teacher: frozen module mapping audio [B, N] to features [B, T, Ds]; used when ``semantic`` is None.
         lr: initial learning rate of both optimizers.
@@ -89,11 +91,21 @@ class GANTrainStep:
             return self.teacher(audio.squeeze(1).float()).float()
 
     @contextlib.contextmanager
-    def _no_sync(self, module: nn.Module) -> Iterator[None]:
-        """Skip DDP's gradient all-reduce for ``module`` (its grads from the generator phase are discarded)."""
-        ctx = module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext()
-        with ctx:
-            yield
+    def _frozen_discriminator(self) -> Iterator[nn.Module]:
+        """The unwrapped discriminator with ``requires_grad`` off for the generator phase.
+
+        Its parameters need no gradient there (they would be discarded), so backward skips their weight
+        gradients and DDP has nothing to all-reduce; the flags are restored afterwards.
+        """
+        disc = unwrap(self.discriminator)
+        params = trainable_parameters(disc)
+        for p in params:
+            p.requires_grad_(False)
+        try:
+            yield disc
+        finally:
+            for p in params:
+                p.requires_grad_(True)
 
     def _clip(self, optimizer: torch.optim.Optimizer) -> float:
         params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
@@ -134,11 +146,13 @@ class GANTrainStep:
         grad_norm_d = self._clip(self.optimizer_d)
         self.optimizer_d.step()
 
-        # Generator phase: the discriminator's grads are not synced and get cleared at the next D step.
+        # Generator phase: the real audio's feature maps are fixed targets (no graph), only the fake's
+        # path back to the generator is differentiated.
         self.optimizer_g.zero_grad(set_to_none=True)
-        with self._no_sync(self.discriminator), self._autocast():
-            d_real, d_fake = split_real_fake(self.discriminator(torch.cat([audio, fake])), n)
-            adv, fm = generator_loss(d_real, d_fake)
+        with self._frozen_discriminator() as disc, self._autocast():
+            with torch.no_grad():
+                d_real = disc(audio)
+            adv, fm = generator_loss(d_real, disc(fake))
         mel = self.mel_loss(fake, audio)
         sem = F.mse_loss(out.semantic_pred.float(), semantic)
         w = self.weights

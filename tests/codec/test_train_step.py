@@ -140,3 +140,47 @@ def test_step_with_ddp_wrapped_networks(find_unused):
         assert not torch.equal(gen.fc_prior.weight, before)
     finally:
         dist.destroy_process_group()
+
+
+def test_generator_phase_gradient_equals_the_joint_real_fake_pass_and_leaves_the_discriminator_alone():
+    """The generator phase's shortcut (real feature maps without a graph, discriminator frozen) must give
+    the generator exactly the gradient of the plain formulation (one discriminator pass on cat([real, fake])
+    with every parameter trainable), and add nothing to the discriminator's gradients."""
+    import copy
+
+    from codec.nn.loss import generator_loss, split_real_fake
+
+    gen, disc = _nets()
+    audio, semantic = _audio(), torch.randn(2, 3, SEM_DIM)
+    step = GANTrainStep(gen, disc, sample_rate=24000, grad_clip=None)
+    seen = {}
+
+    def after_d_step(opt, args, kwargs):
+        seen["d_phase_grads"] = [p.grad.detach().clone() for p in disc.parameters()]
+        seen["disc"] = copy.deepcopy(disc)  # the discriminator the generator phase runs
+
+    def before_g_step(opt, args, kwargs):
+        seen["grads"] = {n: p.grad.detach().clone() for n, p in gen.named_parameters()}
+        seen["g_phase_disc_grads"] = [p.grad.detach().clone() for p in disc.parameters()]
+
+    gen_before = copy.deepcopy(gen)  # the generator's weights until its own update
+    step.optimizer_d.register_step_post_hook(after_d_step)
+    step.optimizer_g.register_step_pre_hook(before_g_step)
+    step(audio, semantic)
+
+    assert all(p.requires_grad for p in disc.parameters())
+    for during_g, after_d in zip(seen["g_phase_disc_grads"], seen["d_phase_grads"], strict=True):
+        assert torch.equal(during_g, after_d)
+
+    ref_disc = seen["disc"]
+    ref_disc.zero_grad(set_to_none=True)
+    out = gen_before(audio, semantic)
+    d_real, d_fake = split_real_fake(ref_disc(torch.cat([audio, out.audio])), audio.shape[0])
+    adv, fm = generator_loss(d_real, d_fake)
+    w = step.weights
+    loss = (w["commitment"] * out.commitment_loss + w["codebook"] * out.codebook_loss
+            + w["mel"] * step.mel_loss(out.audio, audio) + w["adv"] * adv + w["feature_matching"] * fm
+            + w["semantic"] * torch.nn.functional.mse_loss(out.semantic_pred, semantic))
+    loss.backward()
+    for n, p in gen_before.named_parameters():
+        torch.testing.assert_close(seen["grads"][n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
