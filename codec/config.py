@@ -25,7 +25,7 @@ TEACHER_SOURCES = ("pretrained", "random", "imported")
 INFERENCE_MODES = ("default", "reference")
 DECODE_MODES = ("context", "per_chunk")
 TEACHER_WINDOWS = ("padded", "trimmed")
-INITS = ("default", "trunc_normal")  # XCodec(init=...), XCodec(latent_norm=...)
+INITS = ("zero_bias", "default", "trunc_normal")  # XCodec(init=...), XCodec(latent_norm=...)
 LATENT_NORMS = ("none", "batch", "layer")
 
 
@@ -49,7 +49,7 @@ class ModelConfig:
     quantizer_dropout: float = 0.5
     # Learning defences (XCodec's docstring). The schema defaults are the original muq-xcodec architecture
     # (what imported checkpoints and configs written before these keys existed need); the presets turn them on.
-    init: str = "trunc_normal"  # "default": PyTorch's init, as DAC effectively trains from
+    init: str = "trunc_normal"  # "zero_bias": PyTorch's weights, zero conv biases (see XCodec)
     semantic_norm: bool = False  # standardise teacher features per channel (running stats) before fusion
     latent_norm: str = "none"  # "batch" / "layer": normalise the fused latent before the RVQ (no affine)
     codebook_init_from_data: bool = False  # codebooks start on the first training batch's latents

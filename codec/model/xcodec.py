@@ -60,8 +60,11 @@ class XCodec(nn.Module):
         codebook_size: codes per layer.
         codebook_dim: factorized lookup dimension.
         quantizer_dropout: fraction of training items that use a random prefix of the RVQ.
-        init: ``"default"`` keeps PyTorch's initialisation of the convolutions (what DAC trains from);
-            ``"trunc_normal"`` draws them from a truncated normal with std 0.02 (the original recipe's call).
+        init: ``"zero_bias"`` keeps PyTorch's initial weights of the convolutions and zeroes their biases;
+            ``"default"`` keeps PyTorch's weights and biases; ``"trunc_normal"`` draws the weights from a
+            truncated normal with std 0.02 and zeroes the biases (the original recipe's call). PyTorch's
+            random biases give the waveform a constant offset (e.g. 0.5 for the tiny preset's seed 0) that no
+            loss sees: the mel loss and the discriminators both ignore DC.
         semantic_norm: standardise the teacher features per channel before fusion.
         latent_norm: ``"none"``, ``"batch"`` (BatchNorm1d without affine) or ``"layer"`` (LayerNorm without
             affine) on the fused latent before the RVQ.
@@ -111,7 +114,10 @@ class XCodec(nn.Module):
             return
         for m in self.modules():
             if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
-                init_weight_normed_(m)
+                if self.init != "zero_bias":
+                    init_weight_normed_(m)
+                elif m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def _fuse(self, audio: Tensor, semantic: Tensor) -> Tensor:
         """Fused pre-quantization latent [B, fusion_dim, T]."""

@@ -78,3 +78,25 @@ def test_fold_weight_norm_preserves_decoding():
         fold_weight_norm(model)
         after = model.decode(codes)
     torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_zero_bias_init_leaves_no_dc_offset_on_the_output(seed):
+    """No loss sees DC (the mel filterbanks start at 0 Hz with zero weight, the discriminators subtract the
+    mean), so an offset present at init stays. PyTorch's random conv biases put one on the waveform: 0.495
+    (seed 0), -0.083, 0.000, -0.287 (seeds 1-3) on the tiny preset; zero biases leave none, for every seed."""
+    audio, semantic = 0.1 * torch.randn(2, 1, 48000), torch.randn(2, 50, 32)
+    offsets = {}
+    for init in ("default", "zero_bias"):
+        torch.manual_seed(seed)
+        model = XCodec(**TINY, init=init)
+        assert model.init == init
+        with torch.no_grad():
+            out = model(audio, semantic).audio
+        offsets[init] = out.mean(dim=-1).abs().max().item()
+        if init == "zero_bias":
+            convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))]
+            assert convs and all(not m.bias.any() for m in convs if m.bias is not None)
+    assert offsets["zero_bias"] < 1e-3, offsets
+    if seed == 0:
+        assert offsets["default"] > 0.1, offsets  # the offset the tiny preset trained with before
