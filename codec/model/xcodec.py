@@ -113,11 +113,12 @@ class XCodec(nn.Module):
         if self.init == "default":
             return
         for m in self.modules():
-            if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
-                if self.init != "zero_bias":
-                    init_weight_normed_(m)
-                elif m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            if not isinstance(m, (nn.Conv1d, nn.ConvTranspose1d)):
+                continue
+            if self.init == "trunc_normal":
+                init_weight_normed_(m)  # weights and a zero bias
+            elif m.bias is not None:  # zero_bias
+                nn.init.zeros_(m.bias)
 
     def _fuse(self, audio: Tensor, semantic: Tensor) -> Tensor:
         """Fused pre-quantization latent [B, fusion_dim, T]."""
