@@ -104,6 +104,49 @@ def write_real_corpus(src: Path, root: Path, minutes: float, per_shard: int) -> 
     return paths, total
 
 
+class ProcessTreeCPU:
+    """CPU seconds (user + system) of this process and all its descendants while it runs, split into the
+    tokenize actor (``ray::...ShardTokenizer...``), this driver, and Ray's other processes (raylet, GCS,
+    agents, Ray Data's internal actors).
+
+    Descendants are sampled every ``interval`` s (a process that ends between two samples loses at most its
+    last ``interval``); this process's own CPU is counted from when the sampler starts.
+    """
+
+    def __init__(self, interval: float = 0.2):
+        import threading
+
+        import psutil
+
+        self._psutil = psutil
+        self._me = psutil.Process()
+        self._start = sum(self._me.cpu_times()[:2])
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        for proc in self._me.children(recursive=True):
+            try:
+                self._seen[proc.pid] = (" ".join(proc.cmdline()), sum(proc.cpu_times()[:2]))
+            except self._psutil.Error:
+                pass
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """Stop sampling; CPU seconds ``{"actor", "driver", "ray_other"}``."""
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        actor = sum(cpu for cmd, cpu in self._seen.values() if "ShardTokenizer" in cmd)
+        others = sum(cpu for cmd, cpu in self._seen.values() if "ShardTokenizer" not in cmd)
+        return {"actor": actor, "driver": sum(self._me.cpu_times()[:2]) - self._start, "ray_other": others}
+
+
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     """Least-squares ``(fixed, per_item)`` of ``wall = fixed + per_item * n``."""
     n, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
@@ -142,7 +185,8 @@ def short_track_cost(threads: int, src: Path | None) -> dict:
 def bench_real(args) -> None:
     """Item 3: real music at >= 2 sizes; start-up and steady state apart."""
     src = Path(args.real_music).expanduser()
-    points: dict[str, list[tuple[float, float]]] = {"bare": [], "bare_full": [], "ray": []}
+    points: dict[str, list[tuple[float, float]]] = {"bare": [], "bare_full": [], "ray": [], "bare_cpu": [],
+                                                    "actor_cpu": [], "other_cpu": []}
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in sorted(args.sizes_minutes):
             inp = Path(tmp) / f"in{minutes:g}"
@@ -152,6 +196,9 @@ def bench_real(args) -> None:
             points["bare"].append((bare["audio_seconds"], bare["wall_s"]))
             points["bare_full"].append((bare["audio_seconds"], bare["full_wall_s"]))
             points["ray"].append((ray_["audio_seconds"], ray_["wall_s"]))
+            points["bare_cpu"].append((bare["audio_seconds"], bare["full_cpu_s"]))
+            points["actor_cpu"].append((ray_["audio_seconds"], ray_["actor_cpu_s"]))
+            points["other_cpu"].append((ray_["audio_seconds"], ray_["other_cpu_s"]))
             print(f"{seconds / 60:.1f} min in {len(shards)} shards: bare encode {bare['wall_s']:.1f} s "
                   f"(read+decode+encode {bare['full_wall_s']:.1f} s), Ray job {ray_['wall_s']:.1f} s "
                   f"({ray_['audio_s_per_s']:.2f} audio-s/s, pipeline {ray_['pipeline_s']:.1f} s)", flush=True)
@@ -165,6 +212,16 @@ def bench_real(args) -> None:
          1 / bp)
     emit("tokenize job, real music, fixed cost (ray.init + actor + model)", "s", rf, "bare loop fixed cost", ff,
          higher_is_better=False)
+    # Where a wall-time gap goes: the actor's own CPU per audio-second against the bare loop's, and the CPU
+    # that the driver and Ray's other processes (raylet, GCS, agents, Ray Data's actors) take meanwhile.
+    (_, bare_cpu), (_, actor_cpu), (_, other_cpu) = (fit(points[k]) for k in ("bare_cpu", "actor_cpu", "other_cpu"))
+    print(f"CPU-s per audio-s: tokenize actor {actor_cpu:.4f}, bare loop {bare_cpu:.4f} (ratio {bare_cpu / actor_cpu:.2f}); "
+          f"driver + Ray's other processes {other_cpu:.4f} ({other_cpu / rp:.2f} of a core while the job runs)",
+          flush=True)
+    emit("tokenize actor, real music, steady state CPU-s", "CPU-s per audio-s", actor_cpu,
+         "bare loop: read + decode + Codec.encode", bare_cpu, higher_is_better=False)
+    emit("driver + Ray's other processes during the job, steady state", "cores", other_cpu / rp,
+         "none in the bare loop", 0.0, higher_is_better=False)
     short = short_track_cost(args.threads, src)
     print(f"3 s track: {short['wall_3s']:.3f} s vs 30 s track {short['wall_30s']:.3f} s: "
           f"{short['ratio']:.2f}x its length-proportional share", flush=True)
@@ -178,6 +235,7 @@ def bench_ray(inp: Path, out: Path, threads: int) -> dict:
     from pipelines.tokenize.config import load_tokenize_config
     from pipelines.tokenize.driver import run_tokenize
 
+    cpu = ProcessTreeCPU()
     init_ray(num_cpus=threads)
     try:
         cfg = load_tokenize_config(None, ["model=tiny", f"input={inp}", f"output={out}", "progress=false",
@@ -186,17 +244,20 @@ def bench_ray(inp: Path, out: Path, threads: int) -> dict:
         t0 = time.perf_counter()
         result = run_tokenize(cfg, log=lambda _: None)
         wall = time.perf_counter() - t0
+        used = cpu.stop()  # before shutdown, which would end Ray's processes between two samples
     finally:
         ray.shutdown()
     return {"audio_seconds": result.seconds, "wall_s": wall, "pipeline_s": result.elapsed,
-            "audio_s_per_s": result.seconds / wall}
+            "audio_s_per_s": result.seconds / wall, "actor_cpu_s": used["actor"],
+            "other_cpu_s": used["driver"] + used["ray_other"]}
 
 
 def bench_bare(shards: list[Path], threads: int) -> dict:
     """A bare in-process loop over the same shards: read, decode, ``Codec.encode`` each track.
 
     ``wall_s`` / ``audio_s_per_s`` time the ``Codec.encode`` calls only; ``full_wall_s`` /
-    ``full_audio_s_per_s`` the whole loop (reading and decoding too, as the job does; it also writes).
+    ``full_audio_s_per_s`` / ``full_cpu_s`` the whole loop (reading and decoding too, as the job does; it also
+    writes).
     """
     import torch
 
@@ -210,7 +271,7 @@ def bench_bare(shards: list[Path], threads: int) -> dict:
     first.decode()
     codec.encode(first.audio[:, :first.sample_rate], sample_rate=first.sample_rate)  # build the teacher first
     seconds, encode_wall = 0.0, 0.0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for shard in shards:
         with open(shard, "rb") as f:
             tracks = [probe_track(s) for s in tio.iter_samples(f)]
@@ -221,9 +282,9 @@ def bench_bare(shards: list[Path], threads: int) -> dict:
             encode_wall += time.perf_counter() - e0
             seconds += t.seconds
             t.audio = None
-    full_wall = time.perf_counter() - t0
+    full_wall, full_cpu = time.perf_counter() - t0, time.process_time() - c0
     return {"audio_seconds": seconds, "wall_s": encode_wall, "audio_s_per_s": seconds / encode_wall,
-            "full_wall_s": full_wall, "full_audio_s_per_s": seconds / full_wall}
+            "full_wall_s": full_wall, "full_audio_s_per_s": seconds / full_wall, "full_cpu_s": full_cpu}
 
 
 def peak_rss_mib() -> float:
