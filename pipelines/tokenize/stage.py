@@ -2,7 +2,8 @@
 
 One call = one input shard: read its tracks (kept compressed), sort them by length from their headers,
 decode and encode them whole in length-batched ``Codec.encode`` calls (fixed-grid windowed long-track
-encoding; one batch of decoded audio in memory at a time), then write the output
+encoding; the next batch decodes in a thread while one encodes, so at most two batches of decoded audio are
+in memory), then write the output
 file (:mod:`pipelines.tokenize.writers`: a deterministic tar of ``KEY.codes.npy`` int16 [n_q, T] + ``KEY.json``,
 or a Parquet file with one row per track) and, last, the shard's done marker. A shard is therefore either
 done (marker present, output complete) or redone by the next
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +40,9 @@ class Track:
     """An input track, kept encoded until the encode batch that needs it (:meth:`decode`).
 
     Until then ``sample_rate``, ``num_samples`` and ``channels`` are the header's (enough to batch by
-    length); decoding replaces them with the decoded facts. ``audio`` (float32 [C, N]) exists only while
-    its batch is encoded, so a shard's memory is its compressed bytes plus one batch of decoded audio.
+    length); decoding replaces them with the decoded facts. ``audio`` (float32 [C, N]) exists only from the
+    previous batch's encode until its own batch is encoded, so a shard's memory is its compressed bytes plus
+    at most two batches of decoded audio.
     """
 
     key: str
@@ -116,6 +119,18 @@ def length_batches(tracks: list[Track], batch_size: int, batch_seconds: float) -
     return batches
 
 
+def decode_batch(batch: list[Track]) -> tuple[list[Track], list[dict[str, str]]]:
+    """Decode every track of an encode batch: (the decoded tracks, ``{"key", "reason"}`` of the others)."""
+    ready, undecodable = [], []
+    for t in batch:
+        try:
+            t.decode()
+            ready.append(t)
+        except SkipTrack as e:
+            undecodable.append({"key": t.key, "reason": str(e)})
+    return ready, undecodable
+
+
 def codebook_counts(codes: np.ndarray, codebook_size: int) -> np.ndarray:
     """Code histogram per layer. codes: [n_q, T] ints -> int64 [n_q, codebook_size]."""
     return np.stack([np.bincount(c.astype(np.int64), minlength=codebook_size)[:codebook_size] for c in codes])
@@ -185,7 +200,8 @@ class ShardTokenizer:
         return list(tracks.values()), skipped + truncated
 
     def encode(self, tracks: list[Track]) -> list[dict[str, str]]:
-        """Decode and fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length.
+        """Decode and fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length; each batch is
+        decoded (in a thread) while the previous one encodes.
 
         A track that does not decode is skipped. A batch whose encode fails is retried track by track; a
         track that still fails is skipped too. Skipped tracks are dropped from ``tracks`` and returned as
@@ -199,30 +215,30 @@ class ShardTokenizer:
 
         fatal = (MemoryError, torch.OutOfMemoryError)
         undecodable, failed = [], []
-        for batch in length_batches(tracks, self.batch_size, self.batch_seconds):
-            ready = []
-            for t in batch:
+        batches = length_batches(tracks, self.batch_size, self.batch_seconds)
+        # The next batch decodes in a thread while this one encodes (libsndfile and torch release the GIL).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as prefetch:
+            pending = prefetch.submit(decode_batch, batches[0]) if batches else None
+            for i, batch in enumerate(batches):
+                ready, bad = pending.result()
+                undecodable += bad
+                pending = prefetch.submit(decode_batch, batches[i + 1]) if i + 1 < len(batches) else None
                 try:
-                    t.decode()
-                    ready.append(t)
-                except SkipTrack as e:
-                    undecodable.append({"key": t.key, "reason": str(e)})
-            try:
-                if ready:
-                    self._encode_batch(ready)
-            except fatal:
-                raise
-            except Exception:  # noqa: BLE001  (isolate the bad track below)
-                for t in ready:
-                    try:
-                        self._encode_batch([t])
-                    except fatal:
-                        raise
-                    except Exception as e:  # noqa: BLE001
-                        failed.append({"key": t.key, "reason": f"encode_error: {type(e).__name__}: {e}"[:300]})
-            finally:
-                for t in batch:
-                    t.audio = None  # free this batch's audio before decoding the next
+                    if ready:
+                        self._encode_batch(ready)
+                except fatal:
+                    raise
+                except Exception:  # noqa: BLE001  (isolate the bad track below)
+                    for t in ready:
+                        try:
+                            self._encode_batch([t])
+                        except fatal:
+                            raise
+                        except Exception as e:  # noqa: BLE001
+                            failed.append({"key": t.key, "reason": f"encode_error: {type(e).__name__}: {e}"[:300]})
+                finally:
+                    for t in batch:
+                        t.audio = None  # free this batch's audio; only the next one stays decoded
         if failed and len(failed) == len(tracks) - len(undecodable):
             raise RuntimeError(f"every track failed to encode, e.g. {failed[0]['reason']}")
         bad = {s["key"] for s in undecodable + failed}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -169,9 +170,10 @@ def test_encode_failure_skips_only_the_bad_track(tiny_stage, tmp_path, monkeypat
     assert marker["seconds"] == pytest.approx(0.5)
 
 
-def test_a_shard_is_decoded_one_batch_at_a_time(tiny_stage, tmp_path, monkeypatch):
-    """Tracks stay compressed until their encode batch: decoded audio never exceeds one batch, and a track
-    that only fails when decoded (NaN samples behind a valid header) is a reported skip, not a crash."""
+def test_a_shard_is_decoded_a_batch_ahead_of_its_encode(tiny_stage, tmp_path, monkeypatch):
+    """Tracks stay compressed until the encode batch before theirs: decoded audio never exceeds two batches
+    (the one encoding, the next decoding in a thread meanwhile), and a track that only fails when decoded
+    (NaN samples behind a valid header) is a reported skip, not a crash."""
     stage, out = tiny_stage
     shard = tmp_path / "in" / "lazy-000000.tar"
     nan = io.BytesIO()
@@ -187,16 +189,37 @@ def test_a_shard_is_decoded_one_batch_at_a_time(tiny_stage, tmp_path, monkeypatc
         return result
 
     def watched(self):
+        started.append(self.key)
         decode(self)
         live.append(sum(t.audio is not None for t in tracks))
 
+    def next_batch_decoding(keys: set[str]) -> bool:
+        return any(k not in keys and k not in encoded and k != "nan" for k in started)
+
+    def encode_batch(batch):
+        # While a batch encodes, the next one is already decoding in the prefetch thread.
+        keys = {t.key for t in batch}
+        deadline = time.monotonic() + 10
+        while len(encoded) + len(keys) < 6 and not next_batch_decoding(keys) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        overlapped.append(next_batch_decoding(keys))
+        encoded.update(keys)
+        encode(batch)
+
     live: list[int] = []
+    started: list[str] = []
+    encoded: set[str] = set()
+    overlapped: list[bool] = []
+    encode = stage._encode_batch
     monkeypatch.setattr(stage, "read_tracks", keep)
     monkeypatch.setattr(Track, "decode", watched)
+    monkeypatch.setattr(stage, "_encode_batch", encode_batch)
     monkeypatch.setattr(stage, "batch_size", 2)
     row = stage({"shard": np.array([str(shard)])})
     assert row["ok"].tolist() == [True] and row["tracks"].tolist() == [6] and row["skipped"].tolist() == [1]
-    assert len(live) == 6 and max(live) == 2  # 3 batches of 2; the NaN track never became audio
+    # Batches by length: [t5 t4] [t3 nan] [t2 t1] [t0]; the NaN track never became audio; two batches at most live.
+    assert len(live) == 6 and max(live) <= 4
+    assert overlapped == [True, True, True, False]  # each batch but the last encoded while the next decoded
     marker = json.loads((out / "_done" / "lazy-000000.json").read_text())
     assert [(s["key"], s["reason"].split(":")[0]) for s in marker["skipped"]] == [("nan", "nonfinite")]
     assert marker["seconds"] == pytest.approx(sum(0.3 + 0.1 * i for i in range(6)))
