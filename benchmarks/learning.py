@@ -186,7 +186,8 @@ def print_eval(step: int, elapsed: float, r: LearningReport) -> None:
     print(f"{head} | mel "
           f"{' / '.join(f'{r.mel[n]:.3f}' for n in r.mel)} (const {r.constant_mel:.3f}) | "
           f"SI-SDR {' / '.join(f'{r.si_sdr[n]:+.1f}' for n in r.si_sdr)} | "
-          f"ident {' / '.join(f'{r.identification[n]:.0%}' for n in r.identification)}", flush=True)
+          f"ident {' / '.join(f'{r.identification[n]:.0%}' for n in r.identification)} | "
+          f"DC {max(r.dc_offset.values()):.3f} level {' / '.join(f'{r.level[n]:.2f}' for n in r.level)}", flush=True)
 
 
 def plot(history: list[tuple[int, LearningReport]], usage_history: list[tuple[int, LearningReport]],
@@ -231,12 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "real-music", help="folder of tracks")
     p.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "muq-xcodec" / "learning",
                    help="decoded-track cache")
-    p.add_argument("--preset", default="tiny", help="codec preset or YAML")
+    p.add_argument("--preset", default="small", help="codec preset or YAML (small: tiny with a 4x wider decoder)")
     p.add_argument("--override", action="append", default=[], help="codec config dotlist entry (repeatable)")
     p.add_argument("--minutes", type=float, default=30.0, help="wall-time budget of training + evaluation")
     p.add_argument("--steps", type=int, default=100_000, help="stop after this many steps")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--crop-seconds", type=float, default=1.92, help="training crop (multiple of 0.04 s)")
+    p.add_argument("--crop-seconds", type=float, default=0.96, help="training crop (multiple of 0.04 s)")
     p.add_argument("--eval-every", type=int, default=50, help="codes used / perplexity on the held-out excerpts")
     p.add_argument("--full-eval-every", type=int, default=250,
                    help="also mel, SI-SDR, identification, constant codes (and always at the end)")

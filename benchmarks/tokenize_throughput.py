@@ -137,14 +137,30 @@ class ProcessTreeCPU:
         while not self._stop.wait(interval):
             self._sample()
 
-    def stop(self) -> dict[str, float]:
-        """Stop sampling; CPU seconds ``{"actor", "driver", "ray_other"}``."""
+    def stop(self) -> dict:
+        """Stop sampling; CPU seconds ``{"actor", "driver", "ray_other"}`` and ``by_process``: Ray's other
+        processes' CPU seconds by program (``raylet``, ``gcs_server``, ``dashboard/agent.py``, ``ray::Actor``)."""
         self._sample()
         self._stop.set()
         self._thread.join()
         actor = sum(cpu for cmd, cpu in self._seen.values() if "ShardTokenizer" in cmd)
-        others = sum(cpu for cmd, cpu in self._seen.values() if "ShardTokenizer" not in cmd)
-        return {"actor": actor, "driver": sum(self._me.cpu_times()[:2]) - self._start, "ray_other": others}
+        by_process: dict[str, float] = {}
+        for cmd, cpu in self._seen.values():
+            if "ShardTokenizer" not in cmd:
+                by_process[program(cmd)] = by_process.get(program(cmd), 0.0) + cpu
+        return {"actor": actor, "driver": sum(self._me.cpu_times()[:2]) - self._start,
+                "ray_other": sum(by_process.values()), "by_process": by_process}
+
+
+def program(cmdline: str) -> str:
+    """A short name for a process: its Ray task/actor name, else its script or executable's last two parts."""
+    words = cmdline.split()
+    if not words:
+        return "?"
+    if words[0].startswith("ray::"):
+        return words[0]
+    script = next((w for w in words[1:] if w.endswith(".py")), words[0])
+    return "/".join(Path(script).parts[-2:])
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -199,6 +215,9 @@ def bench_real(args) -> None:
             points["bare_cpu"].append((bare["audio_seconds"], bare["full_cpu_s"]))
             points["actor_cpu"].append((ray_["audio_seconds"], ray_["actor_cpu_s"]))
             points["other_cpu"].append((ray_["audio_seconds"], ray_["other_cpu_s"]))
+            top = sorted(ray_["by_process"].items(), key=lambda kv: -kv[1])[:6]
+            print(f"  CPU-s besides the actor: driver {ray_['driver_cpu_s']:.1f}; "
+                  + ", ".join(f"{name} {cpu:.1f}" for name, cpu in top), flush=True)
             print(f"{seconds / 60:.1f} min in {len(shards)} shards: bare encode {bare['wall_s']:.1f} s "
                   f"(read+decode+encode {bare['full_wall_s']:.1f} s), Ray job {ray_['wall_s']:.1f} s "
                   f"({ray_['audio_s_per_s']:.2f} audio-s/s, pipeline {ray_['pipeline_s']:.1f} s)", flush=True)
@@ -249,7 +268,8 @@ def bench_ray(inp: Path, out: Path, threads: int) -> dict:
         ray.shutdown()
     return {"audio_seconds": result.seconds, "wall_s": wall, "pipeline_s": result.elapsed,
             "audio_s_per_s": result.seconds / wall, "actor_cpu_s": used["actor"],
-            "other_cpu_s": used["driver"] + used["ray_other"]}
+            "other_cpu_s": used["driver"] + used["ray_other"], "driver_cpu_s": used["driver"],
+            "by_process": used["by_process"]}
 
 
 def bench_bare(shards: list[Path], threads: int) -> dict:

@@ -44,7 +44,8 @@ def generator_kwargs(cfg: Any) -> dict[str, Any]:
                 codebook_size=int(m.codebook_size), codebook_dim=int(m.codebook_dim),
                 quantizer_dropout=float(m.quantizer_dropout), init=str(m.init),
                 semantic_norm=bool(m.semantic_norm), latent_norm=str(m.latent_norm),
-                codebook_init_from_data=bool(m.codebook_init_from_data), dead_code_steps=int(m.dead_code_steps))
+                codebook_init_from_data=bool(m.codebook_init_from_data), dead_code_steps=int(m.dead_code_steps),
+                dc_block_seconds=float(m.dc_block_seconds))
 
 
 def build_generator(cfg: Any) -> XCodec:

@@ -54,6 +54,7 @@ class ModelConfig:
     latent_norm: str = "none"  # "batch" / "layer": normalise the fused latent before the RVQ (no affine)
     codebook_init_from_data: bool = False  # codebooks start on the first training batch's latents
     dead_code_steps: int = 0  # restart codes unused for this many training steps (0 = never)
+    dc_block_seconds: float = 0.0  # decoder output minus its moving average over this window: no DC (0 = off)
 
 
 @dataclass
@@ -260,6 +261,8 @@ def validate_codec_config(cfg: DictConfig) -> None:
     _check(m.init in INITS, "model.init", f"must be one of {INITS}, got {m.init!r}")
     _check(m.latent_norm in LATENT_NORMS, "model.latent_norm", f"must be one of {LATENT_NORMS}, got {m.latent_norm!r}")
     _check(m.dead_code_steps >= 0, "model.dead_code_steps", f"must be >= 0 (0 = off), got {m.dead_code_steps}")
+    _check(m.dc_block_seconds == 0 or m.dc_block_seconds * m.sample_rate >= 3, "model.dc_block_seconds",
+           f"must be 0 (off) or a window of >= 3 samples, got {m.dc_block_seconds}")
 
     _check(t.source in TEACHER_SOURCES, "teacher.source", f"must be one of {TEACHER_SOURCES}, got {t.source!r}")
     _check(bool(t.model_id) or t.source != "pretrained", "teacher.model_id", "required for a pretrained teacher")

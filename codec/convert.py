@@ -64,7 +64,8 @@ ORIGINAL_PERIODS = [2, 3, 5, 7, 11]
 ORIGINAL_FFT_SIZES = [2048, 1024, 512]
 # The original architecture: quantizer dropout off in its training, none of the learning defences of our presets.
 ORIGINAL_ARCHITECTURE = {"quantizer_dropout": 0.0, "init": "trunc_normal", "semantic_norm": False,
-                         "latent_norm": "none", "codebook_init_from_data": False, "dead_code_steps": 0}
+                         "latent_norm": "none", "codebook_init_from_data": False, "dead_code_steps": 0,
+                         "dc_block_seconds": 0.0}
 ORIGINAL_INFERENCE = {"mode": "reference", "chunk_seconds": 10.0, "context_seconds": 2.0, "window_seconds": 30.0}
 # (reference encoding ignores context_seconds; decoding keeps 2 s of code context, close to decoding at once)
 # Written as ``pytorch-lightning_version`` on export: the original's environment.yml pins lightning 2.3.3.

@@ -38,6 +38,8 @@ class LearningReport:
         mel: n_q -> mean mel distance of the reconstructions.
         si_sdr: n_q -> mean SI-SDR (dB).
         identification: n_q -> fraction of excerpts whose reconstruction is nearest (mel) to its own original.
+        dc_offset: n_q -> mean |mean over time| of the reconstructions (the originals' is ~0.001; no loss sees DC).
+        level: n_q -> RMS of the reconstructions without their DC over the originals' RMS (1 = as loud).
         constant_mel: mean mel distance of the constant-codes baseline (all K layers).
         n_excerpts: N.
     """
@@ -48,6 +50,8 @@ class LearningReport:
     mel: dict[int, float] = field(default_factory=dict)
     si_sdr: dict[int, float] = field(default_factory=dict)
     identification: dict[int, float] = field(default_factory=dict)
+    dc_offset: dict[int, float] = field(default_factory=dict)
+    level: dict[int, float] = field(default_factory=dict)
     constant_mel: float = float("nan")
     n_excerpts: int = 0
 
@@ -62,6 +66,8 @@ class LearningReport:
             out[f"{prefix}mel_nq{n_q}"] = self.mel[n_q]
             out[f"{prefix}si_sdr_nq{n_q}"] = self.si_sdr[n_q]
             out[f"{prefix}identification_nq{n_q}"] = self.identification[n_q]
+            out[f"{prefix}dc_offset_nq{n_q}"] = self.dc_offset[n_q]
+            out[f"{prefix}level_nq{n_q}"] = self.level[n_q]
         out[f"{prefix}constant_codes_mel"] = self.constant_mel
         return out
 
@@ -140,6 +146,9 @@ def evaluate_learning(generator: nn.Module, audio: Tensor, semantic: Tensor, n_q
             report.mel[n_q] = float(distances.diagonal().mean())
             report.si_sdr[n_q] = float(si_sdr(recon.reshape(len(recon), -1), audio.reshape(len(audio), -1)).mean())
             report.identification[n_q] = identification_accuracy(distances)
+            offsets = recon.mean(dim=-1, keepdim=True)
+            report.dc_offset[n_q] = float(offsets.abs().mean())
+            report.level[n_q] = float((recon - offsets).pow(2).mean().sqrt() / audio.pow(2).mean().sqrt())
         constant = most_frequent_codes(codes, generator.codebook_size)
         baseline = generator.decode(constant[None, :, None].expand(1, -1, codes.shape[-1]))
         report.constant_mel = float(mel.pairwise(baseline, reference_mels).mean())

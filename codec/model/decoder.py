@@ -7,7 +7,7 @@ import math
 from torch import Tensor, nn
 
 from codec.model.encoder import ResidualUnit
-from codec.nn.layers import Snake1d, WNConv1d, WNConvTranspose1d
+from codec.nn.layers import DCBlock, Snake1d, WNConv1d, WNConvTranspose1d
 
 
 class DecoderBlock(nn.Module):
@@ -41,9 +41,12 @@ class Decoder(nn.Module):
         channels: channels after the first conv.
         rates: upsampling factor of each block (even numbers).
         d_out: output audio channels.
+        dc_block: when > 0, the last conv's output minus its moving average over this many samples goes to
+            the tanh (:class:`DCBlock`): the waveform cannot carry a DC offset, which neither the mel loss nor
+            the discriminators see, so training would otherwise let it drift (0 = off, the original layout).
     """
 
-    def __init__(self, input_channel: int, channels: int, rates: list[int], d_out: int = 1):
+    def __init__(self, input_channel: int, channels: int, rates: list[int], d_out: int = 1, dc_block: int = 0):
         super().__init__()
         for r in rates:
             if r % 2:
@@ -53,7 +56,8 @@ class Decoder(nn.Module):
         for i, r in enumerate(rates):
             dim = channels // 2 ** (i + 1)
             layers.append(DecoderBlock(channels // 2**i, dim, stride=r))
-        layers += [Snake1d(dim), WNConv1d(dim, d_out, kernel_size=7, padding=3), nn.Tanh()]
+        layers += [Snake1d(dim), WNConv1d(dim, d_out, kernel_size=7, padding=3)]
+        layers += [DCBlock(dc_block), nn.Tanh()] if dc_block else [nn.Tanh()]  # no parameters: same state keys
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Basic layers: weight-normalised convolutions, the Snake activation and weight-norm folding."""
+"""Basic layers: weight-normalised convolutions, the Snake activation, a DC block and weight-norm folding."""
 
 from __future__ import annotations
 
@@ -38,6 +38,32 @@ class Snake1d(nn.Module):
         """x (Tensor): [B, C, T] -> [B, C, T]."""
         alpha = self.alpha.to(x.dtype)
         return x + (alpha + 1e-9).reciprocal() * torch.sin(alpha * x).pow(2)
+
+
+class DCBlock(nn.Module):
+    """Subtract a centred moving average: a parameter-free high-pass that removes DC and drifts slower than
+    the window (``sample_rate / window`` Hz; 5 Hz for 0.2 s at any rate).
+
+    Near the ends of the signal the average covers only the samples that exist, so a chunk decoded with at
+    least ``window / 2`` of context on each side gets the same output as the whole signal.
+
+    Args:
+        window: moving-average length in samples (odd lengths centre exactly).
+    """
+
+    def __init__(self, window: int):
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be >= 1 sample, got {window}")
+        self.half = window // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (Tensor): [B, C, T] -> [B, C, T] with every local mean removed."""
+        n = x.shape[-1]
+        sums = nn.functional.pad(x.double().cumsum(-1), (1, 0))  # float64: long chunks keep their precision
+        i = torch.arange(n, device=x.device)
+        lo, hi = (i - self.half).clamp(min=0), (i + self.half + 1).clamp(max=n)
+        return x - ((sums[..., hi] - sums[..., lo]) / (hi - lo)).to(x.dtype)
 
 
 def is_weight_normed(module: nn.Module) -> bool:

@@ -68,6 +68,7 @@ def test_unknown_key_or_wrong_type_names_the_key(override, key):
     (["model.encoder_dim=-1"], "model.encoder_dim"),
     (["model.codebook_size=1000"], "model.codebook_size"),
     (["model.quantizer_dropout=1.5"], "model.quantizer_dropout"),
+    (["model.dc_block_seconds=-0.2"], "model.dc_block_seconds"),
     (["teacher.source=hub"], "teacher.source"),
     (["teacher.heads=3"], "teacher.heads"),
     (["teacher.layer=9"], "teacher.layer"),

@@ -117,7 +117,18 @@ def test_evaluate_learning_reports_usage_and_distances(trained):
     untrained = evaluate_learning(build_generator(load_codec_config("tiny")), audio, semantic, n_qs=(8,))
     assert report.mel[8] < 0.8 * untrained.mel[8], (report, untrained)  # it learned to reconstruct held-out music
     assert np.isfinite(report.constant_mel) and all(0.0 <= v <= 1.0 for v in report.identification.values())
-    assert set(report.as_metrics()) >= {"codes_used_l1", "perplexity_l8", "identification_nq8", "constant_codes_mel"}
+    assert set(report.as_metrics()) >= {"codes_used_l1", "perplexity_l8", "identification_nq8", "constant_codes_mel",
+                                        "dc_offset_nq8", "level_nq8"}
+
+
+@pytest.mark.slow
+def test_the_trained_decoder_puts_no_offset_on_the_waveform(trained):
+    """No loss sees DC, so training let the decoder's output drift to an offset (|mean| 0.08 after 50 steps on
+    real music, about as loud as the music itself); the DC block of the presets (``model.dc_block_seconds``)
+    removes it. The originals' own offset is ~0.001."""
+    generator, audio, semantic = trained
+    report = evaluate_learning(generator, audio, semantic, n_qs=(8,))
+    assert report.dc_offset[8] < 0.01 and report.level[8] > 0.1, (report.dc_offset, report.level)
 
 
 def test_identification_accuracy_and_collapse_check():
