@@ -33,8 +33,8 @@ demo: venv
 benchmark: venv
 	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick)
 
-## Does the codec learn? Trains the small preset (tiny, wider decoder) on ~/.cache/real-music for 30 min, evaluates held-out tracks
-## (codes per layer, identification, constant-codes baseline, Opus 6 kbps) against issue 14's targets.
+## Does the codec learn? Trains the small preset (tiny, wider decoder) on ~/.cache/real-music for 30 min,
+## evaluates held-out tracks (codes per layer, identification, constant-codes baseline, Opus 6 kbps) against issue 14's targets.
 ## Not part of `make test`. LEARN_ARGS passes flags, e.g. LEARN_ARGS="--minutes 6 --threads 1".
 learn: venv
 	$(PY) benchmarks/learning.py $(LEARN_ARGS)

@@ -147,7 +147,8 @@ class ProcessTreeCPU:
         by_process: dict[str, float] = {}
         for cmd, cpu in self._seen.values():
             if "ShardTokenizer" not in cmd:
-                by_process[program(cmd)] = by_process.get(program(cmd), 0.0) + cpu
+                name = program(cmd)
+                by_process[name] = by_process.get(name, 0.0) + cpu
         return {"actor": actor, "driver": sum(self._me.cpu_times()[:2]) - self._start,
                 "ray_other": sum(by_process.values()), "by_process": by_process}
 
