@@ -35,6 +35,9 @@ class ComputeConfig:
         num_gpus: GPUs per actor (0 on CPU).
         torch_threads: intra-op threads per actor; None uses ``num_cpus``.
         device: "auto" (cuda when the actor has a GPU), "cpu" or "cuda".
+        niceness: Unix niceness of the actors' processes, 0 (normal) to 19 (lowest). Ray starts its workers at
+            15 so that they yield to its own processes; these actors are the job's work, so they run at 0 by
+            default (at 15, every wake-up of the driver or of Ray's processes stalls the actor's torch threads).
     """
 
     actors: int = 1
@@ -42,6 +45,16 @@ class ComputeConfig:
     num_gpus: float = 0.0
     torch_threads: int | None = None
     device: str = "auto"
+    niceness: int = 0
+
+    def actor_pool(self, rows: int) -> dict[str, Any]:
+        """``Dataset.map_batches`` arguments that run this pool over ``rows`` rows (never more actors than rows)."""
+        import ray
+
+        return {"compute": ray.data.ActorPoolStrategy(size=min(self.actors, rows)), "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus,
+                # read by each Ray worker as it starts; merged into the job's own runtime_env
+                "runtime_env": {"env_vars": {"RAY_worker_niceness": str(self.niceness)}}}
 
 
 @dataclass
@@ -88,6 +101,8 @@ def check_compute(c: ComputeConfig, key: str = "compute") -> None:
         fail(f"{key}.torch_threads", f"{c.torch_threads} < 1")
     if c.device not in ("auto", "cpu", "cuda"):
         fail(f"{key}.device", f"{c.device!r} not in auto/cpu/cuda")
+    if not 0 <= c.niceness <= 19:
+        fail(f"{key}.niceness", f"{c.niceness} not in 0..19")
 
 
 def check_tracking(t: TrackingConfig, key: str = "tracking") -> None:

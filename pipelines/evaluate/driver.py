@@ -129,8 +129,7 @@ def _evaluate_dataset(cfg: EvaluateConfig, plan: EvaluatePlan) -> Any:
              for i, s in enumerate(plan.shards)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     return ds.map_batches(
-        ShardEvaluator, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(c.actors, len(items))),
-        num_cpus=c.num_cpus, num_gpus=c.num_gpus,
+        ShardEvaluator, batch_size=1, **c.actor_pool(len(items)),
         fn_constructor_kwargs={
             "model": plan.model.to_json(), "n_q": list(cfg.metrics.n_q), "opus_backend": plan.opus_backend,
             "opus_kbps": plan.opus_kbps, "visqol": plan.visqol, "max_seconds": cfg.metrics.max_seconds,

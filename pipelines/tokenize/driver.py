@@ -195,9 +195,7 @@ def _tokenize_dataset(cfg: TokenizeConfig, plan: TokenizePlan) -> Any:
     return ds.map_batches(
         ShardTokenizer,
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=min(c.actors, len(plan.todo))),
-        num_cpus=c.num_cpus,
-        num_gpus=c.num_gpus,
+        **c.actor_pool(len(plan.todo)),
         fn_constructor_kwargs={
             "model": plan.model.to_json(),
             "output": cfg.output,

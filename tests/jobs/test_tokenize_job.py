@@ -164,6 +164,44 @@ def test_registered_model_whole_tracks_mixed_rates(ray_local, mlflow_sqlite, tin
     assert again[-1].startswith("Nothing to do")
 
 
+@pytest.mark.slow
+def test_tokenizer_actors_run_at_the_configured_niceness(ray_local, tiny_dir, tmp_path):
+    """Ray starts its workers at nice 15; the tokenize actors take ``compute.niceness`` (default 0) instead."""
+    import threading
+
+    import psutil
+
+    write_shards(tmp_path / "in", [{"a": (3.0, 24000, 1, "flac")}])
+    seen: dict[int, int] = {}
+    stop = threading.Event()
+
+    def watch() -> None:  # the actor processes (``ray::MapWorker(MapBatches(ShardTokenizer))``) and their nice
+        while not stop.wait(0.05):
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    if "ShardTokenizer" in " ".join(proc.cmdline()):
+                        seen[proc.pid] = proc.nice()
+                except psutil.Error:
+                    pass
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        earlier: set[int] = set()
+        for niceness in (None, 7):  # None: the shipped default
+            cfg = load_tokenize_config(REPO / "configs/tokenize/default.yaml", [
+                f"model={tiny_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / f'out{niceness}'}",
+                "progress=false", "tracking.enabled=false",
+                *([f"compute.niceness={niceness}"] if niceness is not None else [])])
+            assert run_tokenize(cfg, log=lambda _: None).ok
+            this_run = {pid: nice for pid, nice in seen.items() if pid not in earlier}
+            assert this_run and set(this_run.values()) == {niceness or 0}, this_run
+            earlier |= set(seen)
+    finally:
+        stop.set()
+        watcher.join()
+
+
 def job_env() -> dict[str, str]:
     env = dict(os.environ)
     # RAY_ADDRESS=local: the job's ray.init() starts its own embedded Ray even if another `ray start`

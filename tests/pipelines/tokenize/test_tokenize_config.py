@@ -36,6 +36,8 @@ def test_overrides_apply():
     (["compute.actors=0"], "compute.actors"),
     (["compute.batch_seconds=-1"], "compute.batch_seconds"),
     (["compute.device=tpu"], "compute.device"),
+    (["compute.niceness=-1"], "compute.niceness"),
+    (["compute.niceness=20"], "compute.niceness"),
     (["compute.bogus=1"], "compute.bogus"),
     (["n_q=0"], "n_q"),
     (["model=models:/only-name/"], "model"),
