@@ -2,7 +2,14 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from codec.nn.layers import DCBlock, Snake1d, WNConv1d, WNConvTranspose1d, fold_weight_norm, init_weight_normed_
+from codec.nn.layers import (
+    DCBlock,
+    Snake1d,
+    WNConv1d,
+    WNConvTranspose1d,
+    fold_weight_norm,
+    init_weight_normed_,
+)
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
