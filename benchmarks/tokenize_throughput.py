@@ -11,9 +11,10 @@
 
 3. With ``--real-music DIR --sizes-minutes 10 30``: real music (FLAC shards made by the project's prepare
    transcoder, tracks in name order until each size is reached), the Ray job and the bare loop timed at
-   every size (``--repeats`` runs of each, alternating; the fastest of each side counts) and fitted as ``wall = fixed + per_item * audio_seconds``, so start-up (ray.init, actor
-   start, model load) and steady state are reported apart; plus the cost of a 3 s track against its
-   length-proportional share of a 30 s one (bare ``Codec.encode``).
+   every size (``--repeats`` runs of each, alternating; the fastest of each side counts) and fitted as
+   ``wall = fixed + per_item * audio_seconds``, so start-up (ray.init, actor start, model load) and steady
+   state are reported apart; plus the cost of a 3 s track against its length-proportional share of a 30 s
+   one (bare ``Codec.encode``).
 
     python benchmarks/tokenize_throughput.py --real-music ~/.cache/real-music --sizes-minutes 10 30 --rss-minutes
 
