@@ -32,8 +32,8 @@ SCRIPTS: list[tuple[str, list[str], list[str]]] = [
 ]
 if REAL_MUSIC.is_dir():  # steady state vs start-up on real music (>= 30 minutes in the full run)
     SCRIPTS.append(("tokenize_throughput.py",
-                    ["--real-music", str(REAL_MUSIC), "--sizes-minutes", "10", "30", "--rss-minutes"],
-                    ["--real-music", str(REAL_MUSIC), "--sizes-minutes", "1", "3", "--rss-minutes"]))
+                    ["--real-music", str(REAL_MUSIC), "--minutes", "30", "--rss-minutes"],
+                    ["--real-music", str(REAL_MUSIC), "--minutes", "4", "--per-shard", "1", "--rss-minutes"]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,14 +9,14 @@
 
     python benchmarks/tokenize_throughput.py --tracks 6 --seconds 30 --threads 2 --rss-minutes 1 60
 
-3. With ``--real-music DIR --sizes-minutes 10 30``: real music (FLAC shards made by the project's prepare
-   transcoder, tracks in name order until each size is reached), the Ray job and the bare loop timed at
-   every size (``--repeats`` runs of each, alternating; the fastest of each side counts) and fitted as
-   ``wall = fixed + per_item * audio_seconds``, so start-up (ray.init, actor start, model load) and steady
-   state are reported apart; plus the cost of a 3 s track against its length-proportional share of a 30 s
-   one (bare ``Codec.encode``).
+3. With ``--real-music DIR``: ``--minutes`` (default 30) of real music (FLAC shards made by the project's
+   prepare transcoder, tracks in name order), the Ray job and the bare loop run ``--repeats`` times each,
+   alternating; the fastest steady state of each side counts. Steady state is the audio of every shard after
+   the first finished one over the time from the first to the last shard's completion (the job's done-marker
+   mtimes), so start-up (ray.init, actor start, model load) is not in it; start-up is reported apart. Plus
+   the cost of a 3 s track against its length-proportional share of a 30 s one (bare ``Codec.encode``).
 
-    python benchmarks/tokenize_throughput.py --real-music ~/.cache/real-music --sizes-minutes 10 30 --rss-minutes
+    python benchmarks/tokenize_throughput.py --real-music ~/.cache/real-music --minutes 30 --rss-minutes
 
 Prints a JSON report (and a short table) to stdout.
 """
@@ -165,11 +165,21 @@ def program(cmdline: str) -> str:
     return "/".join(Path(script).parts[-2:])
 
 
-def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares ``(fixed, per_item)`` of ``wall = fixed + per_item * n``."""
-    n, y = np.array([p[0] for p in points]), np.array([p[1] for p in points])
-    per_item, fixed = np.polyfit(n, y, 1)
-    return float(fixed), float(per_item)
+def steady_state(done: list[tuple[float, float]], start: float) -> dict:
+    """Steady state and start-up of one run from its shards' completion times.
+
+    ``done``: ``(time the shard was finished, its audio seconds)`` per shard; ``start``: when the run began
+    (same clock). Steady state is the audio of every shard after the first finished one over the time from
+    the first to the last completion: no start-up (ray.init, actor start, model and teacher build all end
+    before the first shard can) is in it. Start-up is the run's wall time beyond what the steady rate
+    accounts for (``wall - audio / rate``).
+    """
+    done = sorted(done)
+    wall = done[-1][0] - start
+    if len(done) < 2:  # one shard: no steady state to tell apart from start-up
+        return {"steady_audio_s_per_s": float("nan"), "wall_s": wall, "startup_s": float("nan")}
+    rate = sum(s for _, s in done[1:]) / (done[-1][0] - done[0][0])
+    return {"steady_audio_s_per_s": rate, "wall_s": wall, "startup_s": wall - sum(s for _, s in done) / rate}
 
 
 def short_track_cost(threads: int, src: Path | None) -> dict:
@@ -204,57 +214,45 @@ def short_track_cost(threads: int, src: Path | None) -> dict:
 
 
 def bench_real(args) -> None:
-    """Item 3: real music at >= 2 sizes; start-up and steady state apart."""
+    """Item 3: real music, start-up and steady state apart (from every shard's completion time)."""
     src = Path(args.real_music).expanduser()
-    points: dict[str, list[tuple[float, float]]] = {"bare": [], "bare_full": [], "ray": [], "bare_cpu": [],
-                                                    "actor_cpu": [], "other_cpu": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for minutes in sorted(args.sizes_minutes):
-            inp = Path(tmp) / f"in{minutes:g}"
-            shards, seconds = write_real_corpus(src, inp, minutes, args.per_shard)
-            # alternate the two sides and keep each one's fastest run: other load on a shared machine only
-            # ever adds time, so the minimum is the least disturbed measure of both
-            bares, rays = [], []
-            for _ in range(args.repeats):
-                bares.append(bench_bare(shards, args.threads))
-                rays.append(bench_ray(inp, Path(tmp) / f"out{minutes:g}-{len(rays)}", args.threads))
-            bare = min(bares, key=lambda r: r["full_wall_s"])
-            ray_ = min(rays, key=lambda r: r["wall_s"])
-            if args.repeats > 1:
-                print(f"  {minutes:g} min, every run: bare loop " + " / ".join(f"{r['full_wall_s']:.1f}" for r in bares)
-                      + " s; Ray job " + " / ".join(f"{r['wall_s']:.1f}" for r in rays) + " s", flush=True)
-            points["bare"].append((bare["audio_seconds"], bare["wall_s"]))
-            points["bare_full"].append((bare["audio_seconds"], bare["full_wall_s"]))
-            points["ray"].append((ray_["audio_seconds"], ray_["wall_s"]))
-            points["bare_cpu"].append((bare["audio_seconds"], bare["full_cpu_s"]))
-            points["actor_cpu"].append((ray_["audio_seconds"], ray_["actor_cpu_s"]))
-            points["other_cpu"].append((ray_["audio_seconds"], ray_["other_cpu_s"]))
-            top = sorted(ray_["by_process"].items(), key=lambda kv: -kv[1])[:6]
-            print(f"  CPU-s besides the actor: driver {ray_['driver_cpu_s']:.1f}; "
-                  + ", ".join(f"{name} {cpu:.1f}" for name, cpu in top), flush=True)
-            print(f"{seconds / 60:.1f} min in {len(shards)} shards: bare encode {bare['wall_s']:.1f} s "
-                  f"(read+decode+encode {bare['full_wall_s']:.1f} s), Ray job {ray_['wall_s']:.1f} s "
-                  f"({ray_['audio_s_per_s']:.2f} audio-s/s, pipeline {ray_['pipeline_s']:.1f} s)", flush=True)
-    (bf, bp), (ff, fp), (rf, rp) = fit(points["bare"]), fit(points["bare_full"]), fit(points["ray"])
-    print(f"bare encode: {bf:.1f} s + {bp:.4f} s/audio-s; bare read+decode+encode: {ff:.1f} s + {fp:.4f} s/audio-s; "
-          f"Ray job: {rf:.1f} s + {rp:.4f} s/audio-s; steady-state ratio {fp / rp:.2f} (vs encode only "
-          f"{bp / rp:.2f})", flush=True)
-    emit("tokenize job, real music, steady state", "audio s/s", 1 / rp,
-         "bare in-process loop: read + decode + Codec.encode", 1 / fp)
-    emit("tokenize job, real music, steady state", "audio s/s", 1 / rp, "bare Codec.encode calls only (no decode)",
-         1 / bp)
-    emit("tokenize job, real music, fixed cost (ray.init + actor + model)", "s", rf, "bare loop fixed cost", ff,
-         higher_is_better=False)
+        inp = Path(tmp) / "in"
+        shards, seconds = write_real_corpus(src, inp, args.minutes, args.per_shard)
+        # alternate the two sides and keep each one's fastest steady state: other load on a shared machine
+        # only ever adds time, so the fastest run is the least disturbed measure of both
+        bares, rays = [], []
+        for i in range(args.repeats):
+            bares.append(bench_bare(shards, args.threads))
+            rays.append(bench_ray(inp, Path(tmp) / f"out{i}", args.threads))
+            print(f"  run {i + 1}: bare loop {bares[-1]['wall_s']:.1f} s (steady "
+                  f"{bares[-1]['steady_audio_s_per_s']:.2f} audio-s/s), Ray job {rays[-1]['wall_s']:.1f} s (steady "
+                  f"{rays[-1]['steady_audio_s_per_s']:.2f} audio-s/s, start-up {rays[-1]['startup_s']:.1f} s)",
+                  flush=True)
+    bare = max(bares, key=lambda r: r["steady_audio_s_per_s"])
+    ray_ = max(rays, key=lambda r: r["steady_audio_s_per_s"])
+    top = sorted(ray_["by_process"].items(), key=lambda kv: -kv[1])[:6]
+    print(f"  CPU-s besides the actor: driver {ray_['driver_cpu_s']:.1f}; "
+          + ", ".join(f"{name} {cpu:.1f}" for name, cpu in top), flush=True)
+    ratio = ray_["steady_audio_s_per_s"] / bare["steady_audio_s_per_s"]
+    print(f"{seconds / 60:.1f} min of real music in {len(shards)} shards, steady state (after the first shard "
+          f"done): Ray job {ray_['steady_audio_s_per_s']:.2f} audio-s/s, bare loop {bare['steady_audio_s_per_s']:.2f} "
+          f"(ratio {ratio:.2f}); start-up: Ray job {ray_['startup_s']:.1f} s, bare loop {bare['startup_s']:.1f} s",
+          flush=True)
+    emit("tokenize job, real music, steady state", "audio s/s", ray_["steady_audio_s_per_s"],
+         "bare in-process loop: read + decode + Codec.encode", bare["steady_audio_s_per_s"])
+    emit("tokenize job, real music, start-up (ray.init + actor + model)", "s", ray_["startup_s"],
+         "bare loop start-up", bare["startup_s"], higher_is_better=False)
     # Where a wall-time gap goes: the actor's own CPU per audio-second against the bare loop's, and the CPU
     # that the driver and Ray's other processes (raylet, GCS, agents, Ray Data's actors) take meanwhile.
-    (_, bare_cpu), (_, actor_cpu), (_, other_cpu) = (fit(points[k]) for k in ("bare_cpu", "actor_cpu", "other_cpu"))
-    print(f"CPU-s per audio-s: tokenize actor {actor_cpu:.4f}, bare loop {bare_cpu:.4f} (ratio {bare_cpu / actor_cpu:.2f}); "
-          f"driver + Ray's other processes {other_cpu:.4f} ({other_cpu / rp:.2f} of a core while the job runs)",
-          flush=True)
-    emit("tokenize actor, real music, steady state CPU-s", "CPU-s per audio-s", actor_cpu,
+    actor_cpu, bare_cpu = ray_["actor_cpu_s"] / seconds, bare["cpu_s"] / seconds
+    other = ray_["other_cpu_s"] / ray_["wall_s"]
+    print(f"CPU-s per audio-s over the whole run: tokenize actor {actor_cpu:.4f} (model load included), bare loop "
+          f"{bare_cpu:.4f}; driver + Ray's other processes {other:.2f} of a core while the job runs", flush=True)
+    emit("tokenize actor, real music, CPU-s (whole run)", "CPU-s per audio-s", actor_cpu,
          "bare loop: read + decode + Codec.encode", bare_cpu, higher_is_better=False)
-    emit("driver + Ray's other processes during the job, steady state", "cores", other_cpu / rp,
-         "none in the bare loop", 0.0, higher_is_better=False)
+    emit("driver + Ray's other processes during the job", "cores", other, "none in the bare loop", 0.0,
+         higher_is_better=False)
     short = short_track_cost(args.threads, src)
     print(f"3 s track: {short['wall_3s']:.3f} s vs 30 s track {short['wall_30s']:.3f} s: "
           f"{short['ratio']:.2f}x its length-proportional share", flush=True)
@@ -263,35 +261,39 @@ def bench_real(args) -> None:
 
 
 def bench_ray(inp: Path, out: Path, threads: int) -> dict:
+    """The tokenize job over ``inp`` (ray.init included); each shard's completion time is its done marker's
+    mtime."""
     import ray
 
     from pipelines.tokenize.config import load_tokenize_config
     from pipelines.tokenize.driver import run_tokenize
 
     cpu = ProcessTreeCPU()
+    start = time.time()
     init_ray(num_cpus=threads)
     try:
         cfg = load_tokenize_config(None, ["model=tiny", f"input={inp}", f"output={out}", "progress=false",
                                           "tracking.enabled=false", f"compute.num_cpus={threads}",
                                           f"compute.torch_threads={threads}", "compute.actors=1"])
-        t0 = time.perf_counter()
         result = run_tokenize(cfg, log=lambda _: None)
-        wall = time.perf_counter() - t0
         used = cpu.stop()  # before shutdown, which would end Ray's processes between two samples
     finally:
         ray.shutdown()
-    return {"audio_seconds": result.seconds, "wall_s": wall, "pipeline_s": result.elapsed,
-            "audio_s_per_s": result.seconds / wall, "actor_cpu_s": used["actor"],
+    done = [(os.stat(tio.done_url(str(out), name)).st_mtime, m["seconds"])
+            for name, m in tio.read_done(str(out)).items()]
+    timing = steady_state(done, start)
+    return {**timing, "audio_seconds": result.seconds, "audio_s_per_s": result.seconds / timing["wall_s"],
+            "actor_cpu_s": used["actor"],
             "other_cpu_s": used["driver"] + used["ray_other"], "driver_cpu_s": used["driver"],
             "by_process": used["by_process"]}
 
 
 def bench_bare(shards: list[Path], threads: int) -> dict:
-    """A bare in-process loop over the same shards: read, decode, ``Codec.encode`` each track.
+    """A bare in-process loop over the same shards: read, decode, ``Codec.encode`` each track (the job also
+    writes; this loop does not). The model and its teacher are built before the clock starts.
 
-    ``wall_s`` / ``audio_s_per_s`` time the ``Codec.encode`` calls only; ``full_wall_s`` /
-    ``full_audio_s_per_s`` / ``full_cpu_s`` the whole loop (reading and decoding too, as the job does; it also
-    writes).
+    ``encode_wall_s`` / ``encode_audio_s_per_s`` time the ``Codec.encode`` calls only; ``wall_s``,
+    ``cpu_s`` and the steady state (:func:`steady_state`) the whole loop.
     """
     import torch
 
@@ -304,21 +306,24 @@ def bench_bare(shards: list[Path], threads: int) -> dict:
         first = probe_track(next(iter(tio.iter_samples(f))))
     first.decode()
     codec.encode(first.audio[:, :first.sample_rate], sample_rate=first.sample_rate)  # build the teacher first
-    seconds, encode_wall = 0.0, 0.0
-    t0, c0 = time.perf_counter(), time.process_time()
+    seconds, encode_wall, done = 0.0, 0.0, []
+    start, c0 = time.time(), time.process_time()
     for shard in shards:
         with open(shard, "rb") as f:
             tracks = [probe_track(s) for s in tio.iter_samples(f)]
+        shard_seconds = 0.0
         for t in tracks:
             t.decode()
             e0 = time.perf_counter()
             codec.encode(t.audio, sample_rate=t.sample_rate)
             encode_wall += time.perf_counter() - e0
-            seconds += t.seconds
+            shard_seconds += t.seconds
             t.audio = None
-    full_wall, full_cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"audio_seconds": seconds, "wall_s": encode_wall, "audio_s_per_s": seconds / encode_wall,
-            "full_wall_s": full_wall, "full_audio_s_per_s": seconds / full_wall, "full_cpu_s": full_cpu}
+        seconds += shard_seconds
+        done.append((time.time(), shard_seconds))
+    cpu = time.process_time() - c0
+    return {**steady_state(done, start), "audio_seconds": seconds, "cpu_s": cpu, "encode_wall_s": encode_wall,
+            "encode_audio_s_per_s": seconds / encode_wall, "audio_s_per_s": seconds / (done[-1][0] - start)}
 
 
 def peak_rss_mib() -> float:
@@ -393,10 +398,9 @@ def main() -> None:
     p.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
     p.add_argument("--shard", help=argparse.SUPPRESS)
     p.add_argument("--real-music", help="folder of real music: run the real-music steady-state benchmark (3.)")
-    p.add_argument("--sizes-minutes", type=float, nargs="+", default=[10.0, 30.0],
-                   help="corpus sizes in audio minutes for --real-music")
+    p.add_argument("--minutes", type=float, default=30.0, help="--real-music: audio minutes of the corpus")
     p.add_argument("--repeats", type=int, default=2,
-                   help="--real-music: runs of each side per size, alternating; the fastest of each is fitted")
+                   help="--real-music: runs of each side, alternating; the fastest steady state of each counts")
     args = p.parse_args()
     if args.real_music:
         bench_real(args)
@@ -422,7 +426,7 @@ def main() -> None:
         speed = f"{r['audio_s_per_s']:.2f} audio-s/s" if r["completed"] else f"stopped after {r['observed_s']} s"
         print(f"{r['minutes']:g}-min track: peak RSS {r['peak_rss_mib']:.0f} MiB ({speed})")
     emit("tokenize job throughput (Ray actor pool)", "audio s/s", report["ray"]["audio_s_per_s"],
-         "bare in-process Codec.encode loop", report["bare"]["audio_s_per_s"])
+         "bare in-process loop: read + decode + Codec.encode", report["bare"]["audio_s_per_s"])
     rss = sorted(report["rss"], key=lambda r: r["minutes"])
     if len(rss) >= 2:
         emit(f"tokenize peak RSS, {rss[-1]['minutes']:g}-min track", "MiB", rss[-1]["peak_rss_mib"],

@@ -71,7 +71,7 @@ class Codec(nn.Module):
         self.config = config
         self.name = name or str(config.name)
         self._teacher_weights = None if teacher_weights is None else Path(teacher_weights)
-        self._encoder_context: int | None = None  # frames; computed on first encode
+        self._encoder_context: tuple[int, int] | None = None  # frames before/after; computed on first encode
         self.eval()
 
     # ----------------------------------------------------------------------------------------- loading
@@ -248,12 +248,17 @@ class Codec(nn.Module):
         lo = max(0, min(k * chunk - context, hi - TEACHER_MIN_FRAMES))
         return lo, max(hi, lo + TEACHER_MIN_FRAMES)
 
-    def encoder_context(self) -> int:
-        """Code frames of context each side that make the acoustic encoder's output on a span equal its output
-        on the whole zero-padded track: its receptive field's reach, rounded up to whole frames."""
+    def encoder_context(self) -> tuple[int, int]:
+        """Code frames of context (before, after) a span that make the acoustic encoder's output on it equal its
+        output on the whole zero-padded track: the receptive field's reach on each side in whole frames.
+
+        Output frame ``t`` reads input samples ``[t * hop - left, t * hop + right]`` (:func:`conv_reach`), so
+        the first kept frame needs ``left`` samples before it and the last one ``right - hop + 1`` after its
+        own hop (6 frames each side for the shipped encoder, whose reach is 5037 / 5996 samples)."""
         if self._encoder_context is None:
-            reach = conv_reach(self.generator.encoder)
-            self._encoder_context = math.ceil(max(reach) / self.hop_length)
+            left, right = conv_reach(self.generator.encoder)
+            hop = self.hop_length
+            self._encoder_context = (math.ceil(left / hop), max(0, math.ceil((right + 1) / hop) - 1))
         return self._encoder_context
 
     def _compile(self) -> None:
@@ -289,7 +294,7 @@ class Codec(nn.Module):
             self._compile()
             # the span encoder reproduces the padded windows only when their context covers the encoder's reach
             padded = self.config.inference.teacher_window == "padded"
-            literal = reference or (padded and self._grid()[1] < self.encoder_context())
+            literal = reference or (padded and self._grid()[1] < max(self.encoder_context()))
             (self.encode_windows if literal else self._encode_spans)(tracks, frames, n_q, codes)
         return codes
 
@@ -336,7 +341,7 @@ class Codec(nn.Module):
         padded``; ``trimmed`` gives the teacher other windows). Arguments as there.
         """
         chunk = self._grid()[0]
-        reach = self.encoder_context()
+        before, after = self.encoder_context()
         for batch in self._jobs(frames):
             features = self._chunk_features(tracks, frames, batch)  # [b, C, Ds]
             spans = []  # (track, first frame, stop frame, teacher features [stop - first, Ds])
@@ -346,10 +351,10 @@ class Codec(nn.Module):
                 spans.append((i, start, stop, features[items].flatten(0, 1)[:stop - start]))
             for length in dict.fromkeys(stop - start for _, start, stop, _ in spans):
                 group = [s for s in spans if s[2] - s[1] == length]
-                audio = torch.stack([self._span(tracks[i], a - reach, b + reach) for i, a, b, _ in group])
-                semantic = nn.functional.pad(torch.stack([f for *_, f in group]), (0, 0, reach, reach))
+                audio = torch.stack([self._span(tracks[i], a - before, b + after) for i, a, b, _ in group])
+                semantic = nn.functional.pad(torch.stack([f for *_, f in group]), (0, 0, before, after))
                 codes = self.generator.encode(audio.to(self.device)[:, None], semantic, n_q)
-                for (i, start, stop, _), c in zip(group, codes[:, :n_q, reach:reach + length].cpu(), strict=True):
+                for (i, start, stop, _), c in zip(group, codes[:, :n_q, before:before + length].cpu(), strict=True):
                     out[i, :, start:stop] = c.to(torch.int16)
 
     def _chunk_features(self, tracks: list[Tensor], frames: list[int], batch: list[tuple[int, int]]) -> Tensor:

@@ -31,6 +31,7 @@ from pipelines.common.storage import (
     pyarrow_filesystem,
     strip_scheme,
 )
+from pipelines.common.torch_thread import TorchThread
 from pipelines.data.config import DataConfig
 from pipelines.data.segments import SegmentSpec, cut_segments, key_fraction, segment_samples
 
@@ -201,13 +202,21 @@ class SemanticStage:
     """
 
     def __init__(self, teacher: TeacherConfig | dict[str, Any], checkpoint: str | None = None, torch_threads: int = 1):
+        self.torch_thread = TorchThread()  # the teacher loads, and every batch runs, on this one thread
+        self.device, self.teacher = self.torch_thread.run(self._load, teacher, checkpoint, torch_threads)
+
+    @staticmethod
+    def _load(teacher: TeacherConfig | dict[str, Any], checkpoint: str | None, torch_threads: int) -> tuple[str, Any]:
         import torch
 
         torch.set_num_threads(max(1, torch_threads))
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.teacher = build_teacher(teacher, checkpoint).to(self.device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return device, build_teacher(teacher, checkpoint).to(device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.torch_thread.run(self._features, batch)
+
+    def _features(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         audio = torch.from_numpy(np.ascontiguousarray(batch["audio"], dtype=np.float32)).to(self.device)

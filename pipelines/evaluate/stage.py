@@ -27,6 +27,7 @@ from codec.metrics import ReconstructionMetrics, codebook_counts
 from pipelines.common import shard_io as tio
 from pipelines.common.audio_decode import DUPLICATE_KEY, Skip, decode_bytes, error_message, find_audio
 from pipelines.common.storage import StorageConfig
+from pipelines.common.torch_thread import TorchThread
 from pipelines.evaluate.tools import OpusEncoder, Visqol
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,8 @@ class ShardEvaluator:
         from pipelines.common.models import load_pinned_codec
         from pipelines.evaluate.tools import FFMPEG_KBPS, LIBSNDFILE_KBPS
 
-        codec, device = load_pinned_codec(model, device, torch_threads, mlflow_uri)
+        self.torch_thread = TorchThread()  # the model loads, and every shard is evaluated, on this one thread
+        codec, device = self.torch_thread.run(load_pinned_codec, model, device, torch_threads, mlflow_uri)
         opus = None
         if opus_backend is not None:
             opus = OpusEncoder(opus_backend, *(LIBSNDFILE_KBPS if opus_backend == "libsndfile" else FFMPEG_KBPS))
@@ -186,8 +188,8 @@ class ShardEvaluator:
         self.storage = storage
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.evaluate_shard(str(url), int(ex)) for url, ex in zip(batch["shard"], batch["examples"],
-                                                                            strict=True)]
+        rows = [self.torch_thread.run(self.evaluate_shard, str(url), int(ex))
+                for url, ex in zip(batch["shard"], batch["examples"], strict=True)]
         return {k: np.array([r[k] for r in rows], dtype=object) for k in ROW_KEYS}
 
     def evaluate_shard(self, url: str, examples: int = 0) -> dict[str, Any]:

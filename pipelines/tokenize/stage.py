@@ -26,6 +26,7 @@ import numpy as np
 from pipelines.common import shard_io as tio
 from pipelines.common.audio_decode import DUPLICATE_KEY, Skip, decode_bytes, find_audio, open_audio
 from pipelines.common.storage import StorageConfig
+from pipelines.common.torch_thread import TorchThread
 from pipelines.tokenize.writers import CODES_SUFFIX, MODEL_KEYS, make_writer  # noqa: F401  (CODES_SUFFIX re-exported)
 
 ROW_KEYS = ("shard", "ok", "tracks", "seconds", "frames", "skipped", "error")
@@ -159,7 +160,8 @@ class ShardTokenizer:
                  storage: StorageConfig | None = None, output_format: str = "tar"):
         from pipelines.common.models import load_pinned_codec
 
-        self.codec, self.device = load_pinned_codec(model, device, torch_threads, mlflow_uri)
+        self.torch_thread = TorchThread()  # the model loads, and every shard encodes, on this one thread
+        self.codec, self.device = self.torch_thread.run(load_pinned_codec, model, device, torch_threads, mlflow_uri)
         self.model = model
         self.output = output
         self.config_hash = config_hash
@@ -172,7 +174,7 @@ class ShardTokenizer:
         self.frame_rate = int(round(self.codec.frame_rate))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.tokenize_shard(str(url)) for url in batch["shard"]]
+        rows = [self.torch_thread.run(self.tokenize_shard, str(url)) for url in batch["shard"]]
         return {k: np.array([r[k] for r in rows]) for k in ROW_KEYS}
 
     def read_tracks(self, url: str) -> tuple[list[Track], list[dict[str, str]]]:

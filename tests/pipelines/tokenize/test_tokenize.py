@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -139,6 +141,40 @@ def test_shard_tokenizer_skips_corrupt_track_and_completes_the_shard(tiny_stage,
     back, back_rate = sf.read(wav)
     assert wav.name == "b.wav" and back_rate == 44100 and back.ndim == 1
     assert abs(len(back) - round(2.3 * 44100)) <= 1
+
+
+def test_the_model_loads_and_encodes_on_one_thread_whichever_thread_calls_the_stage(tmp_path, monkeypatch):
+    """Ray builds an actor on its main thread and Ray Data calls the UDF from a helper thread; libgomp keeps one
+    OpenMP team per calling thread, so torch work on both would run two teams (see
+    :mod:`pipelines.common.torch_thread`). The stage runs all of it on one thread of its own."""
+    from pipelines.common import models
+
+    threads: dict[str, set[int]] = {"load": set(), "encode": set()}
+    load = models.load_pinned_codec
+
+    def recording_load(*args, **kwargs):
+        threads["load"].add(threading.get_ident())
+        codec, device = load(*args, **kwargs)
+        encode = codec.encode
+
+        def recording_encode(*a, **k):
+            threads["encode"].add(threading.get_ident())
+            return encode(*a, **k)
+
+        codec.encode = recording_encode
+        return codec, device
+
+    monkeypatch.setattr(models, "load_pinned_codec", recording_load)
+    model = {"uri": "tiny", "load_uri": "tiny", "kind": "preset", "name": None, "version": "preset:tiny"}
+    stage = ShardTokenizer(model, str(tmp_path / "out"), config_hash="0123456789abcdef", torch_threads=2)
+    shard = tmp_path / "in" / "thread-000000.tar"
+    write_shard(shard, {"a": (0.5, 8000, 1, "wav"), "b": (0.7, 8000, 1, "flac")})
+    with ThreadPoolExecutor(max_workers=1) as ray_data_helper:
+        caller = ray_data_helper.submit(threading.get_ident).result()
+        row = ray_data_helper.submit(stage, {"shard": np.array([str(shard)])}).result()
+    assert row["ok"].tolist() == [True] and row["tracks"].tolist() == [2]
+    assert len(threads["load"]) == 1 and threads["encode"] == threads["load"]
+    assert threading.get_ident() not in threads["load"] and caller not in threads["load"]
 
 
 def test_shard_tokenizer_reports_unreadable_shard(tiny_stage, tmp_path):
