@@ -1,8 +1,8 @@
 """CPU cost of ``Codec.encode``/``decode`` at full geometry next to a 24 kHz DAC and next to the encode lower bound.
 
 All random weights, one process, the same torch threads for every row. Each measure is the best of
-``--repeats`` calls after a warm-up, as wall seconds and as process CPU-seconds (all threads), because the
-machine is shared and wall time swings.
+``--repeats`` calls after a warm-up (the rows take turns, one call each per round), as wall seconds and as
+process CPU-seconds (all threads), because the machine is shared and wall time swings.
 
 Rows, per track length (``--seconds``, several allowed):
 - ``Codec.encode``: the inference API as shipped (``inference.teacher_window: trimmed``: MuQ on each 10 s chunk
@@ -35,15 +35,20 @@ from codec.nn.layers import fold_weight_norm
 SAMPLE_RATE = 24000
 
 
-def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(best wall seconds, best process CPU-seconds) of ``repeats`` calls after one warm-up call."""
-    fn()
-    wall, cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        w, c = time.perf_counter(), time.process_time()
+def measure(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """(best wall seconds, best process CPU-seconds) of each function over ``repeats`` rounds after one warm-up
+    call each. A round calls every function once, in turn, so a change of the machine's load during the run
+    reaches every row alike instead of the rows timed at that moment."""
+    for fn in fns.values():
         fn()
-        wall, cpu = min(wall, time.perf_counter() - w), min(cpu, time.process_time() - c)
-    return wall, cpu
+    best = {name: (float("inf"), float("inf")) for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            w, c = time.perf_counter(), time.process_time()
+            fn()
+            wall, cpu = time.perf_counter() - w, time.process_time() - c
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+    return best
 
 
 def build_codec(compile: bool = False):
@@ -80,17 +85,17 @@ def measure_track(codec, previous, compiled, dac, seconds: float, repeats: int) 
     """(wall s, CPU-s) of every row for one random track of ``seconds``."""
     n = round(seconds * SAMPLE_RATE)
     audio = 0.1 * torch.randn(n)
-    rows: dict[str, tuple[float, float]] = {}
+    fns: dict[str, Callable[[], object]] = {}
     with torch.inference_mode():
         frames = codec.num_frames(n)
         padded = torch.nn.functional.pad(audio, (0, frames * codec.hop_length - n))[None, None]
-        rows["Codec.encode"] = measure(lambda: codec.encode(audio, SAMPLE_RATE), repeats)
-        rows["previous encode (padded)"] = measure(lambda: previous.encode(audio, SAMPLE_RATE), repeats)
         out = torch.empty(1, codec.n_codebooks, frames, dtype=torch.int16)
-        rows["every window (padded)"] = measure(lambda: codec.encode_windows([audio], [frames], 8, out), repeats)
-        rows["lower bound: teacher + encoder once"] = measure(
-            lambda: codec.generator.encode(padded, codec.teacher(padded)), repeats)
+        codec.encode_windows([audio], [frames], 8, out)
         assert torch.equal(previous.encode(audio, SAMPLE_RATE), out), "the span encoder changed the codes"
+        fns["Codec.encode"] = lambda: codec.encode(audio, SAMPLE_RATE)
+        fns["previous encode (padded)"] = lambda: previous.encode(audio, SAMPLE_RATE)
+        fns["every window (padded)"] = lambda: codec.encode_windows([audio], [frames], 8, out)
+        fns["lower bound: teacher + encoder once"] = lambda: codec.generator.encode(padded, codec.teacher(padded))
         if compiled is not None:
             start = time.process_time()
             codes = compiled.encode(audio, SAMPLE_RATE)
@@ -98,15 +103,15 @@ def measure_track(codec, previous, compiled, dac, seconds: float, repeats: int) 
             eager = codec.encode(audio, SAMPLE_RATE)  # (``out`` holds the every-window codes: not the same grid)
             print(f"{seconds:g} s: first compiled encode (compile + run) {first:.1f} CPU-s, "
                   f"codes equal to eager: {(codes == eager).float().mean().item():.4%}")
-            rows["Codec.encode, inference.compile"] = measure(lambda: compiled.encode(audio, SAMPLE_RATE), repeats)
+            fns["Codec.encode, inference.compile"] = lambda: compiled.encode(audio, SAMPLE_RATE)
         codes = out.long()
-        rows["Codec.decode (8 layers)"] = measure(lambda: codec.decode(codes), repeats)
+        fns["Codec.decode (8 layers)"] = lambda: codec.decode(codes)
         if dac is not None:
             x = audio[None, None]
-            rows["DAC encode"] = measure(lambda: dac.encode(x), repeats)
             dac_codes = dac.encode(x).audio_codes
-            rows["DAC decode"] = measure(lambda: dac.decode(audio_codes=dac_codes), repeats)
-    return rows
+            fns["DAC encode"] = lambda: dac.encode(x)
+            fns["DAC decode"] = lambda: dac.decode(audio_codes=dac_codes)
+        return measure(fns, repeats)
 
 
 def main() -> None:

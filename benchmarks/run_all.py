@@ -24,7 +24,7 @@ REAL_MUSIC = Path(os.environ.get("REAL_MUSIC", "~/.cache/real-music")).expanduse
 
 # (script, full arguments, quick arguments); a script may appear more than once
 SCRIPTS: list[tuple[str, list[str], list[str]]] = [
-    ("codec_rtf.py", ["--seconds", "10", "3", "--threads", "2", "--compile"], ["--seconds", "4", "--threads", "2"]),
+    ("codec_rtf.py", ["--seconds", "10", "3", "--threads", "2", "--compile", "--repeats", "3"], ["--seconds", "4", "--threads", "2"]),
     ("data_throughput.py", ["--tracks", "50", "500"], ["--tracks", "8", "24", "--seconds", "10"]),
     ("train_throughput.py", ["--steps", "10", "--warmup", "2", "--workers", "1", "2"], ["--steps", "4", "--warmup", "1"]),
     ("tokenize_throughput.py", ["--tracks", "4", "--seconds", "30", "--per-shard", "2", "--rss-minutes", "1", "60"],
