@@ -173,12 +173,14 @@ def steady_state(done: list[tuple[float, float]], start: float) -> dict:
     the first to the last completion: no start-up (ray.init, actor start, model and teacher build all end
     before the first shard can) is in it. ``first_shard_s`` is when the first shard was done: for the job it
     holds the start-up, so the job's minus the bare loop's (same first shard) is what starting costs.
+    ``audio_s_per_s`` is the whole run's rate, start-up included.
     """
     done = sorted(done)
     wall, first = done[-1][0] - start, done[0][0] - start
     # one shard: no steady state to tell apart from start-up
     rate = sum(s for _, s in done[1:]) / (done[-1][0] - done[0][0]) if len(done) > 1 else float("nan")
-    return {"steady_audio_s_per_s": rate, "wall_s": wall, "first_shard_s": first}
+    return {"steady_audio_s_per_s": rate, "wall_s": wall, "first_shard_s": first,
+            "audio_s_per_s": sum(s for _, s in done) / wall}
 
 
 def short_track_cost(threads: int, src: Path | None) -> dict:
@@ -237,7 +239,7 @@ def bench_real(args) -> None:
     top = sorted(ray_["by_process"].items(), key=lambda kv: -kv[1])[:6]
     print(f"  CPU-s besides the actor: driver {ray_['driver_cpu_s']:.1f}; "
           + ", ".join(f"{name} {cpu:.1f}" for name, cpu in top), flush=True)
-    ratio = ray_["steady_audio_s_per_s"] / bare["steady_audio_s_per_s"]
+    ratio = ratios[median]
     print(f"{seconds / 60:.1f} min of real music in {len(shards)} shards, steady state (after the first shard "
           f"done): Ray job {ray_['steady_audio_s_per_s']:.2f} audio-s/s, bare loop {bare['steady_audio_s_per_s']:.2f} "
           f"(ratio {ratio:.2f}); first shard done at {ray_['first_shard_s']:.1f} s (Ray job) and "
@@ -286,19 +288,15 @@ def bench_ray(inp: Path, out: Path, threads: int) -> dict:
         ray.shutdown()
     done = [(os.stat(tio.done_url(str(out), name)).st_mtime, m["seconds"])
             for name, m in tio.read_done(str(out)).items()]
-    timing = steady_state(done, start)
-    return {**timing, "audio_seconds": result.seconds, "audio_s_per_s": result.seconds / timing["wall_s"],
-            "actor_cpu_s": used["actor"],
+    return {**steady_state(done, start), "audio_seconds": result.seconds, "actor_cpu_s": used["actor"],
             "other_cpu_s": used["driver"] + used["ray_other"], "driver_cpu_s": used["driver"],
             "by_process": used["by_process"]}
 
 
 def bench_bare(shards: list[Path], threads: int) -> dict:
     """A bare in-process loop over the same shards: read, decode, ``Codec.encode`` each track (the job also
-    writes; this loop does not). The model and its teacher are built before the clock starts.
-
-    ``encode_wall_s`` / ``encode_audio_s_per_s`` time the ``Codec.encode`` calls only; ``wall_s``,
-    ``cpu_s`` and the steady state (:func:`steady_state`) the whole loop.
+    writes; this loop does not). The model and its teacher are built before the clock starts. Timing as
+    :func:`steady_state`; ``cpu_s`` is the whole loop's.
     """
     import torch
 
@@ -311,7 +309,7 @@ def bench_bare(shards: list[Path], threads: int) -> dict:
         first = probe_track(next(iter(tio.iter_samples(f))))
     first.decode()
     codec.encode(first.audio[:, :first.sample_rate], sample_rate=first.sample_rate)  # build the teacher first
-    seconds, encode_wall, done = 0.0, 0.0, []
+    seconds, done = 0.0, []
     start, c0 = time.time(), time.process_time()
     for shard in shards:
         with open(shard, "rb") as f:
@@ -319,16 +317,12 @@ def bench_bare(shards: list[Path], threads: int) -> dict:
         shard_seconds = 0.0
         for t in tracks:
             t.decode()
-            e0 = time.perf_counter()
             codec.encode(t.audio, sample_rate=t.sample_rate)
-            encode_wall += time.perf_counter() - e0
             shard_seconds += t.seconds
             t.audio = None
         seconds += shard_seconds
         done.append((time.time(), shard_seconds))
-    cpu = time.process_time() - c0
-    return {**steady_state(done, start), "audio_seconds": seconds, "cpu_s": cpu, "encode_wall_s": encode_wall,
-            "encode_audio_s_per_s": seconds / encode_wall, "audio_s_per_s": seconds / (done[-1][0] - start)}
+    return {**steady_state(done, start), "audio_seconds": seconds, "cpu_s": time.process_time() - c0}
 
 
 def peak_rss_mib() -> float:
