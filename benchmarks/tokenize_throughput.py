@@ -10,8 +10,10 @@
     python benchmarks/tokenize_throughput.py --tracks 6 --seconds 30 --threads 2 --rss-minutes 1 60
 
 3. With ``--real-music DIR``: ``--minutes`` (default 30) of real music (FLAC shards made by the project's
-   prepare transcoder, tracks in name order), the Ray job and the bare loop run back to back ``--repeats``
-   times; the pair with the median steady-state ratio counts. Steady state is the audio of every shard after
+   prepare transcoder, tracks in name order), four runs back to back, ``--repeats`` rounds: the bare loop
+   in a fresh process with glibc's malloc defaults and with the job's malloc settings
+   (``codec.allocator``), the Ray job, and the job with ``compute.tune_malloc=false``; the round with the
+   median steady-state ratio (job / bare loop, same malloc settings) counts. Steady state is the audio of every shard after
    the first finished one over the time from the first to the last shard's completion (the job's done-marker
    mtimes), so start-up (ray.init, actor start, model load) is not in it; start-up is reported apart. Plus
    the cost of a 3 s track against its length-proportional share of a 30 s one (bare ``Codec.encode``).
@@ -220,22 +222,28 @@ def bench_real(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inp = Path(tmp) / "in"
         shards, seconds = write_real_corpus(src, inp, args.minutes, args.per_shard)
-        # run the two sides back to back, ``--repeats`` pairs; the pair with the median ratio counts (the load
-        # of a shared machine swings by more than the gap measured, but mostly alike within a pair)
-        bares, rays = [], []
+        # run the sides back to back, ``--repeats`` rounds; the round with the median ratio counts (the load
+        # of a shared machine swings by more than the gap measured, but mostly alike within a round)
+        plains, bares, rays, untuned = [], [], [], []
         for i in range(args.repeats):
-            bares.append(bench_bare(shards, args.threads))
+            plains.append(bench_bare(shards, args.threads))
+            bares.append(bench_bare(shards, args.threads, tuned_malloc=True))
             rays.append(bench_ray(inp, Path(tmp) / f"out{i}", args.threads))
-            print(f"  run {i + 1}: bare loop {bares[-1]['wall_s']:.1f} s (steady "
-                  f"{bares[-1]['steady_audio_s_per_s']:.2f} audio-s/s), Ray job {rays[-1]['wall_s']:.1f} s (steady "
-                  f"{rays[-1]['steady_audio_s_per_s']:.2f} audio-s/s; first shard done at {rays[-1]['first_shard_s']:.1f} s "
-                  f"against {bares[-1]['first_shard_s']:.1f} s)",
-                  flush=True)
+            untuned.append(bench_ray(inp, Path(tmp) / f"untuned{i}", args.threads, tune_malloc=False))
+            print(f"  run {i + 1}: steady audio-s/s: bare loop {plains[-1]['steady_audio_s_per_s']:.2f} (glibc "
+                  f"malloc defaults), {bares[-1]['steady_audio_s_per_s']:.2f} (tuned malloc); Ray job "
+                  f"{rays[-1]['steady_audio_s_per_s']:.2f} ({untuned[-1]['steady_audio_s_per_s']:.2f} with "
+                  f"compute.tune_malloc=false), first shard done at {rays[-1]['first_shard_s']:.1f} s "
+                  f"against {bares[-1]['first_shard_s']:.1f} s; walls {plains[-1]['wall_s']:.1f} / "
+                  f"{bares[-1]['wall_s']:.1f} / {rays[-1]['wall_s']:.1f} s", flush=True)
     ratios = [r["steady_audio_s_per_s"] / b["steady_audio_s_per_s"] for b, r in zip(bares, rays, strict=True)]
     median = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
-    bare, ray_ = bares[median], rays[median]
-    print("  steady-state ratio of every pair: " + " / ".join(f"{x:.2f}" for x in ratios)
-          + f"; the median pair (run {median + 1}) counts", flush=True)
+    plain, bare, ray_, untuned_ = plains[median], bares[median], rays[median], untuned[median]
+    print("  steady-state ratio (job / bare loop, both tuned malloc) of every run: "
+          + " / ".join(f"{x:.2f}" for x in ratios) + f"; the median run ({median + 1}) counts; against the "
+          "bare loop with glibc's defaults: " + " / ".join(
+              f"{r['steady_audio_s_per_s'] / p['steady_audio_s_per_s']:.2f}" for p, r in zip(plains, rays, strict=True)),
+          flush=True)
     top = sorted(ray_["by_process"].items(), key=lambda kv: -kv[1])[:6]
     print(f"  CPU-s besides the actor: driver {ray_['driver_cpu_s']:.1f}; "
           + ", ".join(f"{name} {cpu:.1f}" for name, cpu in top), flush=True)
@@ -246,7 +254,11 @@ def bench_real(args) -> None:
           f"{bare['first_shard_s']:.1f} s (bare loop): start-up {ray_['first_shard_s'] - bare['first_shard_s']:.1f} s",
           flush=True)
     emit("tokenize job, real music, steady state", "audio s/s", ray_["steady_audio_s_per_s"],
-         "bare in-process loop: read + decode + Codec.encode", bare["steady_audio_s_per_s"])
+         "bare loop (read + decode + Codec.encode), same malloc settings", bare["steady_audio_s_per_s"])
+    emit("tokenize job, real music, steady state, against an untuned loop", "audio s/s", ray_["steady_audio_s_per_s"],
+         "bare loop with glibc's malloc defaults (no codec.tune_malloc)", plain["steady_audio_s_per_s"])
+    emit("tokenize job, real music, steady state, malloc tuned or not", "audio s/s", ray_["steady_audio_s_per_s"],
+         "same job with compute.tune_malloc=false", untuned_["steady_audio_s_per_s"])
     emit("tokenize job, real music, time to the first shard done (start-up: ray.init + actor + model)", "s",
          ray_["first_shard_s"], "bare loop, same shard (model built before the clock)", bare["first_shard_s"],
          higher_is_better=False)
@@ -267,9 +279,9 @@ def bench_real(args) -> None:
          1.0, higher_is_better=False)
 
 
-def bench_ray(inp: Path, out: Path, threads: int) -> dict:
+def bench_ray(inp: Path, out: Path, threads: int, tune_malloc: bool = True) -> dict:
     """The tokenize job over ``inp`` (ray.init included); each shard's completion time is its done marker's
-    mtime."""
+    mtime. ``tune_malloc``: ``compute.tune_malloc``."""
     import ray
 
     from pipelines.tokenize.config import load_tokenize_config
@@ -281,7 +293,8 @@ def bench_ray(inp: Path, out: Path, threads: int) -> dict:
     try:
         cfg = load_tokenize_config(None, ["model=tiny", f"input={inp}", f"output={out}", "progress=false",
                                           "tracking.enabled=false", f"compute.num_cpus={threads}",
-                                          f"compute.torch_threads={threads}", "compute.actors=1"])
+                                          f"compute.torch_threads={threads}", "compute.actors=1",
+                                          f"compute.tune_malloc={str(tune_malloc).lower()}"])
         result = run_tokenize(cfg, log=lambda _: None)
         used = cpu.stop()  # before shutdown, which would end Ray's processes between two samples
     finally:
@@ -293,10 +306,24 @@ def bench_ray(inp: Path, out: Path, threads: int) -> dict:
             "by_process": used["by_process"]}
 
 
-def bench_bare(shards: list[Path], threads: int) -> dict:
-    """A bare in-process loop over the same shards: read, decode, ``Codec.encode`` each track (the job also
-    writes; this loop does not). The model and its teacher are built before the clock starts. Timing as
-    :func:`steady_state`; ``cpu_s`` is the whole loop's.
+def bench_bare(shards: list[Path], threads: int, tuned_malloc: bool = False) -> dict:
+    """:func:`bare_loop` in a fresh process, as the job's actor is one (malloc's state, which decides how
+    often freed activations are faulted in again, then starts alike). ``tuned_malloc``: the process starts
+    with :func:`codec.allocator.malloc_env`, the job actors' default (``compute.tune_malloc``); otherwise
+    with glibc's defaults, as a user's own loop runs unless it calls ``codec.tune_malloc()``."""
+    from codec.allocator import malloc_env
+
+    env = {k: v for k, v in os.environ.items() if k not in malloc_env()}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **(malloc_env() if tuned_malloc else {})})
+    out = subprocess.run([sys.executable, __file__, "--bare-child", *map(str, shards), "--threads", str(threads)],
+                         env=env, stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bare_loop(shards: list[Path], threads: int) -> dict:
+    """A bare loop over the shards on this process's main thread: read, decode, ``Codec.encode`` each track
+    (the job also writes; this loop does not). The model and its teacher are built before the clock starts.
+    Timing as :func:`steady_state`; ``cpu_s`` is the whole loop's.
     """
     import torch
 
@@ -358,7 +385,9 @@ def measure_rss(minutes: float, threads: int, timeout: float, tracks: int = 1) -
     """Run :func:`rss_child` on one shard of ``tracks`` tracks in a subprocess, polling its VmHWM from
     outside. A child still running after ``timeout`` s is stopped; its peak so far is reported with
     ``completed: false`` (the peak is reached while decoding and resampling a track, before the window loop)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    from codec.allocator import malloc_env
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), **malloc_env()}  # as the job's actor
     tmp = tempfile.TemporaryDirectory()
     shard = write_corpus(Path(tmp.name), tracks, minutes * 60, tracks)[0]
     proc = subprocess.Popen([sys.executable, __file__, "--rss-child", str(minutes), "--shard", str(shard),
@@ -396,11 +425,15 @@ def main() -> None:
     p.add_argument("--shard-tracks", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--rss-child", type=float, help=argparse.SUPPRESS)
     p.add_argument("--shard", help=argparse.SUPPRESS)
+    p.add_argument("--bare-child", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--real-music", help="folder of real music: run the real-music steady-state benchmark (3.)")
     p.add_argument("--minutes", type=float, default=30.0, help="--real-music: audio minutes of the corpus")
     p.add_argument("--repeats", type=int, default=3,
                    help="--real-music: pairs of runs (bare loop, Ray job); the pair with the median ratio counts")
     args = p.parse_args()
+    if args.bare_child:
+        print(json.dumps(bare_loop([Path(s) for s in args.bare_child], args.threads)))
+        return
     if args.real_music:
         bench_real(args)
         if not args.rss_minutes:

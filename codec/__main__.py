@@ -32,8 +32,10 @@ def encode(input: Path, output: Path, n_q: int | None = None, bitrate: float | N
         device: torch device.
         compile: torch.compile the acoustic encoder (pays off on long files; one-off compile time).
     """
+    from codec.allocator import tune_malloc
     from codec.preflight import check_encode_request
 
+    tune_malloc()  # first, while this is the only thread: freed activations are reused, not re-faulted
     check_encode_request(input, model, n_q=n_q, bitrate=bitrate)  # before torch and the model load
     from codec.inference import Codec
 
@@ -56,9 +58,11 @@ def decode(input: Path, output: Path, model: str | None = None, sample_rate: int
         sample_rate: output sample rate (default: the original file's rate).
         device: torch device.
     """
+    from codec.allocator import tune_malloc
     from codec.codefile import CodeFile
     from codec.preflight import check_decode_request
 
+    tune_malloc()  # as in encode
     check_decode_request(input, output, sample_rate)  # before torch and the model load
     code_file = CodeFile.load(input)
     from codec.inference import Codec

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from codec.allocator import malloc_env
 from codec.config import ConfigError
 
 T = TypeVar("T")
@@ -38,6 +39,9 @@ class ComputeConfig:
         niceness: Unix niceness of the actors' processes, 0 (normal) to 19 (lowest). Ray starts its workers at
             15 so that they yield to its own processes; these actors are the job's work, so they run at 0 by
             default (at 15, every wake-up of the driver or of Ray's processes stalls the actor's torch threads).
+        tune_malloc: start the actors with glibc malloc keeping freed memory for reuse
+            (:mod:`codec.allocator`: one arena, 1 GiB mmap and trim thresholds), so that an encode does not
+            fault its activations in again on every window; false keeps glibc's defaults.
     """
 
     actors: int = 1
@@ -46,6 +50,7 @@ class ComputeConfig:
     torch_threads: int | None = None
     device: str = "auto"
     niceness: int = 0
+    tune_malloc: bool = True
 
     def actor_pool(self, rows: int) -> dict[str, Any]:
         """``Dataset.map_batches`` arguments that run this pool over ``rows`` rows (never more actors than rows)."""
@@ -54,7 +59,8 @@ class ComputeConfig:
         return {"compute": ray.data.ActorPoolStrategy(size=min(self.actors, rows)), "num_cpus": self.num_cpus,
                 "num_gpus": self.num_gpus,
                 # read by each Ray worker as it starts; merged into the job's own runtime_env
-                "runtime_env": {"env_vars": {"RAY_worker_niceness": str(self.niceness)}}}
+                "runtime_env": {"env_vars": {"RAY_worker_niceness": str(self.niceness),
+                                             **(malloc_env() if self.tune_malloc else {})}}}
 
 
 @dataclass

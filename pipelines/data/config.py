@@ -29,6 +29,7 @@ class SemanticStageConfig:
     num_cpus: float = 0.5
     batch_size: int = 8
     torch_threads: int = 1
+    tune_malloc: bool = True  # start the actors with malloc keeping freed memory (codec.allocator)
 
 
 @dataclass

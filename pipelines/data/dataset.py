@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from codec.allocator import malloc_env
 from codec.config import TeacherConfig
 from pipelines.common.audio_decode import DUPLICATE_KEY, TRUNCATED, Skip, find_audio
 from pipelines.common.config import merge
@@ -329,7 +330,8 @@ def add_semantic(ds, cfg: DataConfig):
         # OpenMP sized to the actor's threads. It also keeps the stages apart: Ray Data fuses a task stage into
         # the actor stage after it when their remote args are equal (as with the CPU defaults), and decoding
         # would then run inside the MuQ actors; a runtime env of its own makes the args differ.
-        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, sem.torch_threads))}})
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(max(1, sem.torch_threads)),
+                                  **(malloc_env() if sem.tune_malloc else {})}})
 
 
 def skip_counts(rows: list[dict[str, Any]] | Any) -> tuple[set[str], Counter[str]]:

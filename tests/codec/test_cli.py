@@ -93,7 +93,7 @@ def test_lazy_commands_are_imported_only_when_selected():
 
 def test_importing_the_package_is_light():
     code = ("import sys, codec, codec.__main__; heavy = [m for m in ('muq', 'transformers', 'mlflow', 'omegaconf', "
-            "'ray') if m in sys.modules]; print(heavy); assert codec.__all__ == ['Codec', 'get_model', 'list_models', 'load_codec_config']; "
+            "'ray') if m in sys.modules]; print(heavy); assert codec.__all__ == ['Codec', 'get_model', 'list_models', 'load_codec_config', 'tune_malloc']; "
             "assert not heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(REPO)})

@@ -165,22 +165,27 @@ def test_registered_model_whole_tracks_mixed_rates(ray_local, mlflow_sqlite, tin
 
 
 @pytest.mark.slow
-def test_tokenizer_actors_run_at_the_configured_niceness(ray_local, tiny_dir, tmp_path):
-    """Ray starts its workers at nice 15; the tokenize actors take ``compute.niceness`` (default 0) instead."""
+def test_tokenizer_actors_start_with_the_configured_niceness_and_malloc(ray_local, tiny_dir, tmp_path):
+    """Ray starts its workers at nice 15; the tokenize actors take ``compute.niceness`` (default 0) instead,
+    and start with glibc malloc keeping freed memory (``codec.allocator.malloc_env``) unless
+    ``compute.tune_malloc=false``."""
     import threading
 
     import psutil
 
+    from codec.allocator import malloc_env
+
     write_shards(tmp_path / "in", [{"a": (3.0, 24000, 1, "flac")}])
-    seen: dict[int, int] = {}
+    seen: dict[int, tuple[int, dict[str, str]]] = {}
     stop = threading.Event()
 
-    def watch() -> None:  # the actor processes (``ray::MapWorker(MapBatches(ShardTokenizer))``) and their nice
+    def watch() -> None:  # the actor processes (``ray::MapWorker(MapBatches(ShardTokenizer))``): nice, start env
         while not stop.wait(0.05):
             for proc in psutil.Process().children(recursive=True):
                 try:
                     if "ShardTokenizer" in " ".join(proc.cmdline()):
-                        seen[proc.pid] = proc.nice()
+                        env = proc.environ()
+                        seen[proc.pid] = (proc.nice(), {k: env[k] for k in malloc_env() if k in env})
                 except psutil.Error:
                     pass
 
@@ -188,14 +193,14 @@ def test_tokenizer_actors_run_at_the_configured_niceness(ray_local, tiny_dir, tm
     watcher.start()
     try:
         earlier: set[int] = set()
-        for niceness in (None, 7):  # None: the shipped default
+        for overrides, expected in (([], (0, malloc_env())),  # the shipped defaults
+                                    (["compute.niceness=7", "compute.tune_malloc=false"], (7, {}))):
             cfg = load_tokenize_config(REPO / "configs/tokenize/default.yaml", [
-                f"model={tiny_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / f'out{niceness}'}",
-                "progress=false", "tracking.enabled=false",
-                *([f"compute.niceness={niceness}"] if niceness is not None else [])])
+                f"model={tiny_dir}", f"input={tmp_path / 'in'}", f"output={tmp_path / f'out{len(overrides)}'}",
+                "progress=false", "tracking.enabled=false", *overrides])
             assert run_tokenize(cfg, log=lambda _: None).ok
-            this_run = {pid: nice for pid, nice in seen.items() if pid not in earlier}
-            assert this_run and set(this_run.values()) == {niceness or 0}, this_run
+            this_run = [seen[pid] for pid in seen if pid not in earlier]
+            assert this_run and all(got == expected for got in this_run), this_run
             earlier |= set(seen)
     finally:
         stop.set()

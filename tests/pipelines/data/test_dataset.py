@@ -12,6 +12,7 @@ import torch
 import torchaudio.functional as AF
 from utils import music_clip
 
+from codec.allocator import malloc_env
 from pipelines.common.config import ConfigError
 from pipelines.common.shards import tar_bytes
 from pipelines.data.config import load_data_config
@@ -83,6 +84,20 @@ def write_shards(root, n_tracks: int = 8) -> list[str]:
 
 
 @pytest.mark.slow
+def semantic_actor_envs() -> list[dict[str, str]]:
+    """The start environment of every running MuQ feature actor process of this test's Ray."""
+    import psutil
+
+    envs = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "SemanticStage" in " ".join(proc.cmdline()):
+                envs.append(proc.environ())
+        except psutil.Error:
+            pass
+    return envs
+
+
 def test_pipeline_yields_aligned_audio_and_semantic_from_two_actors(tmp_path, ray_local):
     keys = write_shards(tmp_path / "shards")
     cfg = load_data_config({
@@ -95,14 +110,17 @@ def test_pipeline_yields_aligned_audio_and_semantic_from_two_actors(tmp_path, ra
 
     teacher = build_teacher(cfg.teacher)
     n = 0
+    actor_envs: list[dict[str, str]] = []  # the MuQ actors' start environment (data.semantic.tune_malloc)
     ds = build_training_dataset(cfg, "train")
     for batch in ds.iter_torch_batches(batch_size=4):
+        actor_envs = actor_envs or semantic_actor_envs()
         audio, semantic = batch["audio"], batch["semantic"]
         assert audio.shape[1:] == (1, 24000) and audio.dtype == torch.float32
         assert semantic.shape == (audio.shape[0], 25, 32) and semantic.dtype == torch.float32
         torch.testing.assert_close(semantic, teacher(audio), atol=1e-4, rtol=1e-4)  # aligned to its audio
         n += audio.shape[0]
     assert n == 2 * len(train_keys)
+    assert actor_envs and all(env.items() >= malloc_env().items() for env in actor_envs), actor_envs
     # the CPU stage ran inside the read tasks (one per shard; a split read is not fused, and the unfused
     # pipeline moved every raw block through the object store, issue 16), and apart from the MuQ actors
     stats = ds.stats()
