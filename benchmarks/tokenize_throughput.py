@@ -1,7 +1,7 @@
 """Tokenization throughput and memory.
 
 1. Audio-seconds tokenized per second by the Ray job (``run_tokenize``: actor pool, whole shards) beside
-   a bare in-process loop (``Codec.encode`` over the same decoded tracks, same thread count), and the
+   a bare loop in a fresh process (``Codec.encode`` over the same decoded tracks, same thread count), and the
    ratio.
 2. Peak RSS of tokenizing one shard holding a single 1-minute vs 60-minute track (each in a fresh
    subprocess running the ShardTokenizer stage without Ray: read + decode + encode + write; the shard is
@@ -187,10 +187,13 @@ def steady_state(done: list[tuple[float, float]], start: float) -> dict:
 
 def short_track_cost(threads: int, src: Path | None) -> dict:
     """Bare ``Codec.encode`` wall of a 3 s and a 30 s excerpt (fastest of several runs each); ``ratio`` = 3 s
-    cost / (3/30 of the 30 s cost)."""
+    cost / (3/30 of the 30 s cost). Malloc as in the job's actors (``codec.tune_malloc``): with glibc's
+    defaults the 30 s encode alone re-faults its activations, which flatters the 3 s track."""
     import torch
 
-    from codec import Codec
+    from codec import Codec, tune_malloc
+
+    tune_malloc()  # this process's last measurement: nothing after it runs here
 
     torch.set_num_threads(threads)
     codec = Codec.from_pretrained("tiny")
@@ -458,7 +461,7 @@ def main() -> None:
         speed = f"{r['audio_s_per_s']:.2f} audio-s/s" if r["completed"] else f"stopped after {r['observed_s']} s"
         print(f"{r['minutes']:g}-min track: peak RSS {r['peak_rss_mib']:.0f} MiB ({speed})")
     emit("tokenize job throughput (Ray actor pool)", "audio s/s", report["ray"]["audio_s_per_s"],
-         "bare in-process loop: read + decode + Codec.encode", report["bare"]["audio_s_per_s"])
+         "bare loop, fresh process, glibc malloc defaults", report["bare"]["audio_s_per_s"])
     rss = sorted(report["rss"], key=lambda r: r["minutes"])
     if len(rss) >= 2:
         emit(f"tokenize peak RSS, {rss[-1]['minutes']:g}-min track", "MiB", rss[-1]["peak_rss_mib"],
