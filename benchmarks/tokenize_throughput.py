@@ -432,7 +432,8 @@ def main() -> None:
     p.add_argument("--real-music", help="folder of real music: run the real-music steady-state benchmark (3.)")
     p.add_argument("--minutes", type=float, default=30.0, help="--real-music: audio minutes of the corpus")
     p.add_argument("--repeats", type=int, default=3,
-                   help="--real-music: pairs of runs (bare loop, Ray job); the pair with the median ratio counts")
+                   help="--real-music: rounds of runs (bare loop and Ray job, each with and without the malloc "
+                        "settings); the round with the median ratio counts")
     args = p.parse_args()
     if args.bare_child:
         print(json.dumps(bare_loop([Path(s) for s in args.bare_child], args.threads)))
