@@ -13,8 +13,8 @@
    prepare transcoder, tracks in name order), four runs back to back, ``--repeats`` rounds: the bare loop
    in a fresh process with glibc's malloc defaults and with the job's malloc settings
    (``codec.allocator``), the Ray job, and the job with ``compute.tune_malloc=false``; the round with the
-   median steady-state ratio (job / bare loop, same malloc settings) counts. Steady state is the audio of every shard after
-   the first finished one over the time from the first to the last shard's completion (the job's done-marker
+   median steady-state ratio (job / bare loop, same malloc settings) counts. Steady state is the audio of
+   every shard after the first finished one over the time from the first to the last shard's completion (the job's done-marker
    mtimes), so start-up (ray.init, actor start, model load) is not in it; start-up is reported apart. Plus
    the cost of a 3 s track against its length-proportional share of a 30 s one (bare ``Codec.encode``).
 

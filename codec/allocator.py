@@ -21,35 +21,35 @@ Two ways to apply the same settings:
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
 THRESHOLD_BYTES = 1 << 30  # blocks up to 1 GiB come from (and go back to) the heap; up to 1 GiB free stays
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt parameters (malloc.h)
+# (environment variable, mallopt parameter from malloc.h, value): one arena, then the two thresholds
+SETTINGS = (("MALLOC_ARENA_MAX", -8, 1), ("MALLOC_MMAP_THRESHOLD_", -3, THRESHOLD_BYTES),
+            ("MALLOC_TRIM_THRESHOLD_", -1, THRESHOLD_BYTES))
 
 
 def malloc_env() -> dict[str, str]:
     """Environment variables that give a starting process these settings (glibc's ``MALLOC_*`` variables;
     other C libraries ignore them)."""
-    return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(THRESHOLD_BYTES),
-            "MALLOC_TRIM_THRESHOLD_": str(THRESHOLD_BYTES)}
+    return {name: str(value) for name, _, value in SETTINGS}
 
 
 def tune_malloc() -> bool:
     """Apply the settings to this process with ``mallopt``; False (and a debug log) when the C library is not
     glibc or refuses a setting."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt, _ = libc.mallopt, libc.gnu_get_libc_version  # glibc only
-    except (OSError, AttributeError) as e:
-        logger.debug("malloc left as is: %s", e)
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):  # not a GNU system
+        libc = ""
+    if not libc.startswith("glibc"):
+        logger.debug("malloc left as is: the C library is not glibc")
         return False
-    refused = [name for name, param, value in (("arena_max", _M_ARENA_MAX, 1),
-                                               ("mmap_threshold", _M_MMAP_THRESHOLD, THRESHOLD_BYTES),
-                                               ("trim_threshold", _M_TRIM_THRESHOLD, THRESHOLD_BYTES))
-               if mallopt(param, value) != 1]
+    mallopt = ctypes.CDLL(None).mallopt  # this process's own C library
+    refused = [name for name, param, value in SETTINGS if mallopt(param, value) != 1]
     if refused:
         logger.debug("mallopt refused %s", refused)
     return not refused
