@@ -52,6 +52,17 @@ class ComputeConfig:
     niceness: int = 0
     tune_malloc: bool = True
 
+    @property
+    def threads(self) -> int:
+        """Intra-op torch threads per actor: ``torch_threads``, else ``num_cpus`` (at least 1)."""
+        return self.torch_threads or max(1, int(self.num_cpus))
+
+    @property
+    def encode_leaves_a_cpu_free(self) -> bool:
+        """Whether an actor's encode leaves one of its CPUs idle for other work (decoding ahead): it runs on a
+        GPU, or on fewer torch threads than reserved CPUs."""
+        return self.num_gpus > 0 or self.threads < self.num_cpus
+
     def actor_pool(self, rows: int) -> dict[str, Any]:
         """``Dataset.map_batches`` arguments that run this pool over ``rows`` rows (never more actors than rows)."""
         import ray

@@ -135,7 +135,7 @@ def _evaluate_dataset(cfg: EvaluateConfig, plan: EvaluatePlan) -> Any:
             "opus_kbps": plan.opus_kbps, "visqol": plan.visqol, "max_seconds": cfg.metrics.max_seconds,
             "min_seconds": cfg.metrics.min_seconds, "max_tracks": cfg.max_tracks,
             "example_seconds": cfg.tracking.example_seconds, "device": c.device,
-            "torch_threads": c.torch_threads or max(1, int(c.num_cpus)), "mlflow_uri": plan.mlflow_uri,
+            "torch_threads": c.threads, "mlflow_uri": plan.mlflow_uri,
             "storage": plan.storage,
         },
     )

@@ -204,10 +204,11 @@ def _tokenize_dataset(cfg: TokenizeConfig, plan: TokenizePlan) -> Any:
             "batch_size": c.batch_size,
             "batch_seconds": c.batch_seconds,
             "device": c.device,
-            "torch_threads": c.torch_threads or max(1, int(c.num_cpus)),
+            "torch_threads": c.threads,
             "mlflow_uri": plan.mlflow_uri,
             "storage": plan.storage,
             "output_format": cfg.output_format,
+            "decode_ahead": c.encode_leaves_a_cpu_free,  # else a decode thread stalls the torch threads
         },
     )
 

@@ -2,8 +2,8 @@
 
 One call = one input shard: read its tracks (kept compressed), sort them by length from their headers,
 decode and encode them whole in length-batched ``Codec.encode`` calls (fixed-grid windowed long-track
-encoding; the next batch decodes in a thread while one encodes, so at most two batches of decoded audio are
-in memory), then write the output
+encoding; with ``decode_ahead`` the next batch decodes in a thread while one encodes, so at most two batches of
+decoded audio are in memory, otherwise one), then write the output
 file (:mod:`pipelines.tokenize.writers`: a deterministic tar of ``KEY.codes.npy`` int16 [n_q, T] + ``KEY.json``,
 or a Parquet file with one row per track) and, last, the shard's done marker. A shard is therefore either
 done (marker present, output complete) or redone by the next
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,12 +153,17 @@ class ShardTokenizer:
         mlflow_uri: tracking/registry URI for ``models:/`` and ``runs:/`` loads.
         storage: resolved ``s3://`` settings (see :meth:`pipelines.common.storage.StorageConfig.resolved`).
         output_format: "tar" or "parquet" (:mod:`pipelines.tokenize.writers`).
+        decode_ahead: decode the next batch in a thread while one encodes. Worth it only where the encode
+            leaves a CPU free (a GPU encodes, or fewer torch threads than reserved CPUs): otherwise the decode
+            thread preempts a torch thread and the whole OpenMP team waits for it at every barrier. On 2 cores
+            with 2 torch threads, 13.4 min of real music, 5 alternating pairs of fresh processes: 40.6-45.8
+            audio-s/s with the thread, 44.7-48.8 without (faster in 4 of 5 pairs, 7 % fewer CPU-seconds).
     """
 
     def __init__(self, model: dict[str, Any], output: str, config_hash: str, n_q: int | None = None,
                  batch_size: int = 8, batch_seconds: float = 600.0, device: str = "auto",
                  torch_threads: int | None = None, mlflow_uri: str | None = None,
-                 storage: StorageConfig | None = None, output_format: str = "tar"):
+                 storage: StorageConfig | None = None, output_format: str = "tar", decode_ahead: bool = False):
         from pipelines.common.models import load_pinned_codec
 
         self.torch_thread = TorchThread()  # the model loads, and every shard encodes, on this one thread
@@ -170,6 +176,7 @@ class ShardTokenizer:
         self.batch_seconds = batch_seconds
         self.storage = storage
         self.writer = make_writer(output_format)
+        self.decode_ahead = decode_ahead
         self.codebook_size = self.codec.codebook_size
         self.frame_rate = int(round(self.codec.frame_rate))
 
@@ -202,8 +209,8 @@ class ShardTokenizer:
         return list(tracks.values()), skipped + truncated
 
     def encode(self, tracks: list[Track]) -> list[dict[str, str]]:
-        """Decode and fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length; each batch is
-        decoded (in a thread) while the previous one encodes.
+        """Decode and fill ``track.codes`` (int16 [n_q, T]) for every track, batching by length; with
+        ``decode_ahead`` each batch is decoded (in a thread) while the previous one encodes.
 
         A track that does not decode is skipped. A batch whose encode fails is retried track by track; a
         track that still fails is skipped too. Skipped tracks are dropped from ``tracks`` and returned as
@@ -218,13 +225,14 @@ class ShardTokenizer:
         fatal = (MemoryError, torch.OutOfMemoryError)
         undecodable, failed = [], []
         batches = length_batches(tracks, self.batch_size, self.batch_seconds)
-        # The next batch decodes in a thread while this one encodes (libsndfile and torch release the GIL).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as prefetch:
-            pending = prefetch.submit(decode_batch, batches[0]) if batches else None
+        # decode_ahead: the next batch decodes in a thread while this one encodes (libsndfile and torch release
+        # the GIL); otherwise each batch decodes on this thread just before its encode.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") if self.decode_ahead else nullcontext() as ahead:
+            pending = ahead.submit(decode_batch, batches[0]) if ahead and batches else None
             for i, batch in enumerate(batches):
-                ready, bad = pending.result()
+                ready, bad = pending.result() if ahead else decode_batch(batch)
                 undecodable += bad
-                pending = prefetch.submit(decode_batch, batches[i + 1]) if i + 1 < len(batches) else None
+                pending = ahead.submit(decode_batch, batches[i + 1]) if ahead and i + 1 < len(batches) else None
                 try:
                     if ready:
                         self._encode_batch(ready)
@@ -240,7 +248,7 @@ class ShardTokenizer:
                             failed.append({"key": t.key, "reason": f"encode_error: {type(e).__name__}: {e}"[:300]})
                 finally:
                     for t in batch:
-                        t.audio = None  # free this batch's audio; only the next one stays decoded
+                        t.audio = None  # free this batch's audio; only the next one (decode_ahead) stays decoded
         if failed and len(failed) == len(tracks) - len(undecodable):
             raise RuntimeError(f"every track failed to encode, e.g. {failed[0]['reason']}")
         bad = {s["key"] for s in undecodable + failed}

@@ -206,10 +206,10 @@ def test_encode_failure_skips_only_the_bad_track(tiny_stage, tmp_path, monkeypat
     assert marker["seconds"] == pytest.approx(0.5)
 
 
-def test_a_shard_is_decoded_a_batch_ahead_of_its_encode(tiny_stage, tmp_path, monkeypatch):
-    """Tracks stay compressed until the encode batch before theirs: decoded audio never exceeds two batches
-    (the one encoding, the next decoding in a thread meanwhile), and a track that only fails when decoded
-    (NaN samples behind a valid header) is a reported skip, not a crash."""
+def test_with_decode_ahead_a_shard_is_decoded_a_batch_ahead_of_its_encode(tiny_stage, tmp_path, monkeypatch):
+    """``decode_ahead``: tracks stay compressed until the encode batch before theirs: decoded audio never exceeds
+    two batches (the one encoding, the next decoding in a thread meanwhile), and a track that only fails when
+    decoded (NaN samples behind a valid header) is a reported skip, not a crash."""
     stage, out = tiny_stage
     shard = tmp_path / "in" / "lazy-000000.tar"
     nan = io.BytesIO()
@@ -251,6 +251,7 @@ def test_a_shard_is_decoded_a_batch_ahead_of_its_encode(tiny_stage, tmp_path, mo
     monkeypatch.setattr(Track, "decode", watched)
     monkeypatch.setattr(stage, "_encode_batch", encode_batch)
     monkeypatch.setattr(stage, "batch_size", 2)
+    monkeypatch.setattr(stage, "decode_ahead", True)
     row = stage({"shard": np.array([str(shard)])})
     assert row["ok"].tolist() == [True] and row["tracks"].tolist() == [6] and row["skipped"].tolist() == [1]
     # Batches by length: [t5 t4] [t3 nan] [t2 t1] [t0]; the NaN track never became audio; two batches at most live.
@@ -259,6 +260,54 @@ def test_a_shard_is_decoded_a_batch_ahead_of_its_encode(tiny_stage, tmp_path, mo
     marker = json.loads((out / "_done" / "lazy-000000.json").read_text())
     assert [(s["key"], s["reason"].split(":")[0]) for s in marker["skipped"]] == [("nan", "nonfinite")]
     assert marker["seconds"] == pytest.approx(sum(0.3 + 0.1 * i for i in range(6)))
+
+
+def test_without_decode_ahead_each_batch_decodes_on_the_torch_thread_just_before_its_encode(tiny_stage, tmp_path,
+                                                                                          monkeypatch):
+    """The default (a CPU encode using every reserved core): no decode thread competes with the torch threads.
+    Each batch decodes on the thread that encodes it, after the previous batch's encode, so one batch of decoded
+    audio is live at a time; an undecodable track is still a reported skip."""
+    stage, out = tiny_stage
+    shard = tmp_path / "in" / "inline-000000.tar"
+    nan = io.BytesIO()
+    sf.write(nan, np.full((4000, 1), np.nan, np.float32), 8000, format="WAV", subtype="FLOAT")
+    write_shard(shard, {f"t{i}": (0.3 + 0.1 * i, 8000, 1, "wav") for i in range(6)},
+                extra={"nan.wav": nan.getvalue()})
+    events: list[tuple[str, str | tuple[str, ...], int]] = []
+    tracks: list[Track] = []
+    read, decode, encode = stage.read_tracks, Track.decode, stage._encode_batch
+    live: list[int] = []
+
+    def keep(url):
+        result = read(url)
+        tracks.extend(result[0])
+        return result
+
+    def watched(self):
+        events.append(("decode", self.key, threading.get_ident()))
+        decode(self)
+
+    def encode_batch(batch):
+        live.append(sum(t.audio is not None for t in tracks))
+        events.append(("encode", tuple(t.key for t in batch), threading.get_ident()))
+        encode(batch)
+
+    monkeypatch.setattr(stage, "read_tracks", keep)
+    monkeypatch.setattr(Track, "decode", watched)
+    monkeypatch.setattr(stage, "_encode_batch", encode_batch)
+    monkeypatch.setattr(stage, "batch_size", 2)
+    row = stage({"shard": np.array([str(shard)])})
+    assert row["ok"].tolist() == [True] and row["tracks"].tolist() == [6] and row["skipped"].tolist() == [1]
+    # Batches by length: [t5 t4] [t3 nan] [t2 t1] [t0]: each decodes right before its own encode.
+    assert [(kind, what) for kind, what, _ in events] == [
+        ("decode", "t5"), ("decode", "t4"), ("encode", ("t5", "t4")),
+        ("decode", "t3"), ("decode", "nan"), ("encode", ("t3",)),
+        ("decode", "t2"), ("decode", "t1"), ("encode", ("t2", "t1")),
+        ("decode", "t0"), ("encode", ("t0",))]
+    assert len({ident for *_, ident in events}) == 1  # all on the torch thread
+    assert live == [2, 1, 2, 1]  # only the batch being encoded is decoded
+    marker = json.loads((out / "_done" / "inline-000000.json").read_text())
+    assert [(s["key"], s["reason"].split(":")[0]) for s in marker["skipped"]] == [("nan", "nonfinite")]
 
 
 def test_plan_refuses_output_from_another_config(tmp_path):

@@ -31,6 +31,17 @@ def test_overrides_apply():
     assert cfg.storage.endpoint_url == "http://127.0.0.1:9000"
 
 
+@pytest.mark.parametrize("override, threads, ahead", [
+    ([], 1, False),                                               # the default: one CPU, one torch thread
+    (["compute.num_cpus=2"], 2, False),                           # torch takes every reserved CPU
+    (["compute.num_cpus=4", "compute.torch_threads=2"], 2, True),  # two CPUs left for decoding
+    (["compute.num_gpus=1", "compute.num_cpus=2"], 2, True),      # the GPU encodes
+])
+def test_actors_decode_ahead_only_where_the_encode_leaves_a_cpu_free(override, threads, ahead):
+    compute = load_tokenize_config(CONFIGS[0], [*REQUIRED, *override]).compute
+    assert (compute.threads, compute.encode_leaves_a_cpu_free) == (threads, ahead)
+
+
 @pytest.mark.parametrize("override, key", [
     (["compute.actors=zero"], "compute.actors"),
     (["compute.actors=0"], "compute.actors"),
