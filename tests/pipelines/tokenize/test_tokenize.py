@@ -206,16 +206,21 @@ def test_encode_failure_skips_only_the_bad_track(tiny_stage, tmp_path, monkeypat
     assert marker["seconds"] == pytest.approx(0.5)
 
 
+def write_six_tracks_and_a_nan_one(shard) -> None:
+    """Tracks t0..t5 (0.3-0.8 s) and ``nan``: a valid header over NaN samples, which only fails when decoded."""
+    nan = io.BytesIO()
+    sf.write(nan, np.full((4000, 1), np.nan, np.float32), 8000, format="WAV", subtype="FLOAT")
+    write_shard(shard, {f"t{i}": (0.3 + 0.1 * i, 8000, 1, "wav") for i in range(6)},
+                extra={"nan.wav": nan.getvalue()})
+
+
 def test_with_decode_ahead_a_shard_is_decoded_a_batch_ahead_of_its_encode(tiny_stage, tmp_path, monkeypatch):
     """``decode_ahead``: tracks stay compressed until the encode batch before theirs: decoded audio never exceeds
     two batches (the one encoding, the next decoding in a thread meanwhile), and a track that only fails when
     decoded (NaN samples behind a valid header) is a reported skip, not a crash."""
     stage, out = tiny_stage
     shard = tmp_path / "in" / "lazy-000000.tar"
-    nan = io.BytesIO()
-    sf.write(nan, np.full((4000, 1), np.nan, np.float32), 8000, format="WAV", subtype="FLOAT")
-    write_shard(shard, {f"t{i}": (0.3 + 0.1 * i, 8000, 1, "wav") for i in range(6)},
-                extra={"nan.wav": nan.getvalue()})
+    write_six_tracks_and_a_nan_one(shard)
     tracks = []
     read, decode = stage.read_tracks, Track.decode
 
@@ -269,10 +274,7 @@ def test_without_decode_ahead_each_batch_decodes_on_the_torch_thread_just_before
     audio is live at a time; an undecodable track is still a reported skip."""
     stage, out = tiny_stage
     shard = tmp_path / "in" / "inline-000000.tar"
-    nan = io.BytesIO()
-    sf.write(nan, np.full((4000, 1), np.nan, np.float32), 8000, format="WAV", subtype="FLOAT")
-    write_shard(shard, {f"t{i}": (0.3 + 0.1 * i, 8000, 1, "wav") for i in range(6)},
-                extra={"nan.wav": nan.getvalue()})
+    write_six_tracks_and_a_nan_one(shard)
     events: list[tuple[str, str | tuple[str, ...], int]] = []
     tracks: list[Track] = []
     read, decode, encode = stage.read_tracks, Track.decode, stage._encode_batch
