@@ -113,10 +113,14 @@ class ProcessTreeCPU:
     agents, Ray Data's internal actors).
 
     Descendants are sampled every ``interval`` s (a process that ends between two samples loses at most its
-    last ``interval``); this process's own CPU is counted from when the sampler starts.
+    last ``interval``); this process's own CPU is counted from when the sampler starts. Sampling is an
+    observer the bare loop does not carry: each sample reads /proc for a dozen processes on a core the
+    actor's torch threads use. At 0.2 s the job's steady state was lower than at 5 s in 3 of 5 paired rounds
+    (median ratio to the bare loop 0.94 against 0.96), so the default samples rarely; Ray's processes live
+    the whole run, and the last sample is taken at ``stop``.
     """
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 2.0):
         import threading
 
         import psutil
