@@ -115,9 +115,10 @@ class ProcessTreeCPU:
     Descendants are sampled every ``interval`` s (a process that ends between two samples loses at most its
     last ``interval``); this process's own CPU is counted from when the sampler starts. Sampling is an
     observer the bare loop does not carry: each sample reads /proc for a dozen processes on a core the
-    actor's torch threads use. At 0.2 s the job's steady state was lower than at 5 s in 3 of 5 paired rounds
-    (median ratio to the bare loop 0.94 against 0.96), so the default samples rarely; Ray's processes live
-    the whole run, and the last sample is taken at ``stop``.
+    actor's torch threads use. In 5 rounds the job's median ratio to the bare loop was 0.94 sampled every
+    0.2 s and 0.96 every 5 s (the 0.2 s run lower in only 2 of 5 rounds: within the noise, but a cost the bare
+    loop does not pay), so the default samples rarely; Ray's processes live the whole run, and the last
+    sample is taken at ``stop``.
     """
 
     def __init__(self, interval: float = 2.0):
